@@ -1,0 +1,185 @@
+"""Typed, validated view of params.yaml.
+
+Every stage calls `load()` first, so a typo or an impossible value fails before any work is done, with the
+dotted key and the reason in the message.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline import gm
+
+PARAMS_FILE = Path("params.yaml")
+SOURCES = ("music21", "local")
+
+
+class ParamsError(ValueError):
+    """params.yaml is invalid; the message names the key and the reason."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Music21Params(_Strict):
+    composers: list[str] = Field(default_factory=lambda: ["bach"], min_length=1)
+    max_files: int = Field(0, ge=0, description="0 takes every work")
+
+    @field_validator("composers")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        from pipeline.sources.music21_corpus import corpus_collections
+
+        known = corpus_collections()
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"unknown music21 corpus collection(s) {unknown}; known: {sorted(known)}")
+        return names
+
+
+class LocalParams(_Strict):
+    path: Union[str, None] = None
+
+
+class DataParams(_Strict):
+    sources: list[str] = Field(default_factory=lambda: ["music21"], min_length=1)
+    max_file_mb: float = Field(16, gt=0)
+    music21: Music21Params = Music21Params()
+    local: LocalParams = LocalParams()
+
+    @field_validator("sources")
+    @classmethod
+    def _known_sources(cls, sources: list[str]) -> list[str]:
+        unknown = [s for s in sources if s not in SOURCES]
+        if unknown:
+            raise ValueError(f"unknown source(s) {unknown}; known: {list(SOURCES)}")
+        if len(set(sources)) != len(sources):
+            raise ValueError("sources are listed more than once")
+        return sources
+
+    @model_validator(mode="after")
+    def _local_needs_path(self) -> "DataParams":
+        if "local" in self.sources and not self.local.path:
+            raise ValueError("data.local.path must be set when 'local' is in data.sources")
+        return self
+
+
+class FilterParams(_Strict):
+    instruments: list[Union[str, int]] = Field(default_factory=lambda: ["pitched"], min_length=1)
+    min_notes: int = Field(1, ge=1)
+
+    @field_validator("instruments")
+    @classmethod
+    def _known_instruments(cls, items: list) -> list:
+        gm.programs_for(items)  # raises ValueError naming the bad entry
+        return items
+
+
+class PrepareParams(_Strict):
+    workers: int = Field(0, ge=0, description="0 uses every core")
+
+
+class SplitParams(_Strict):
+    valid: float = Field(0.1, ge=0, lt=1)
+    test: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _leaves_train(self) -> "SplitParams":
+        if self.valid + self.test >= 1:
+            raise ValueError("split.valid + split.test must leave a train share (sum < 1)")
+        return self
+
+
+class RepresentParams(_Strict):
+    steps_per_beat: int = Field(4, ge=1, le=96)
+    pitch_low: int = Field(21, ge=0, le=127)
+    pitch_high: int = Field(108, ge=0, le=127)
+
+    @model_validator(mode="after")
+    def _range(self) -> "RepresentParams":
+        if self.pitch_low >= self.pitch_high:
+            raise ValueError(f"represent.pitch_low ({self.pitch_low}) must be below pitch_high ({self.pitch_high})")
+        return self
+
+    @property
+    def n_pitches(self) -> int:
+        return self.pitch_high - self.pitch_low + 1
+
+
+class ModelParams(_Strict):
+    hidden: int = Field(256, ge=2)
+    layers: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class TrainParams(_Strict):
+    seq_len: int = Field(32, ge=1)
+    stride: int = Field(16, ge=1)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    teacher_forcing: float = Field(1.0, ge=0, le=1)
+    loss: Literal["bce", "focal"] = "focal"
+    focal_alpha: float = Field(0.75, gt=0, lt=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="0 disables clipping")
+    patience: int = Field(5, ge=0, description="0 disables early stopping")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, description="0 uses every core")
+
+
+class EvaluateParams(_Strict):
+    threshold: float = Field(0.5, gt=0, lt=1)
+    batch_size: int = Field(256, ge=1)
+
+
+class GenerateParams(_Strict):
+    n_samples: int = Field(4, ge=1)
+    steps: int = Field(64, ge=1)
+    threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class Params(_Strict):
+    seed: int = Field(42, ge=0)
+    data: DataParams = DataParams()
+    filter: FilterParams = FilterParams()
+    prepare: PrepareParams = PrepareParams()
+    split: SplitParams = SplitParams()
+    represent: RepresentParams = RepresentParams()
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+    evaluate: EvaluateParams = EvaluateParams()
+    generate: GenerateParams = GenerateParams()
+
+
+def _format(err: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: invalid params"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse(raw: dict, origin: str = "params") -> Params:
+    """Validate a params mapping; raise ParamsError naming every bad key."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{origin}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise ParamsError(_format(err, origin)) from None
+
+
+def load(path: Path | str = PARAMS_FILE) -> Params:
+    path = Path(path)
+    with path.open() as f:
+        raw = yaml.safe_load(f) or {}
+    return parse(raw, str(path))

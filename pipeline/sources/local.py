@@ -1,0 +1,24 @@
+"""A user's own MIDI collection: a folder, zip or tar, searched recursively for .mid/.midi/.kar in any case."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.archive import iter_path
+from pipeline.manifest import Item, Skip
+
+
+class LocalSourceError(RuntimeError):
+    pass
+
+
+def iter_local(path: str | Path, max_bytes: int) -> Iterator[Item | Skip]:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise LocalSourceError(f"data.local.path: {path} does not exist")
+    found = False
+    for entry in iter_path(path, max_bytes):
+        found = True
+        yield entry
+    if not found:
+        raise LocalSourceError(f"data.local.path: {path} holds no .mid, .midi or .kar file")

@@ -1,0 +1,87 @@
+"""The corpus that ships inside music21, rendered to MIDI: the offline default, so a fresh clone needs no network.
+
+Collections are music21's corpus folders (`bach`, `beethoven`, `nottingham-dataset`, `oneills1850`, ...).
+ABC files there are opera of many tunes; each tune becomes its own MIDI file (`<file>#<n>`).
+"""
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator
+
+from pipeline.manifest import Item, Skip
+
+SCORE_SUFFIXES = frozenset({".mxl", ".xml", ".musicxml", ".krn", ".abc", ".mid", ".midi"})
+LICENSE = "music21 corpus (BSD-3-Clause package; see music21 for each work's terms)"
+
+
+def corpus_root() -> Path:
+    import music21.corpus
+
+    return Path(music21.corpus.__file__).parent
+
+
+@lru_cache(maxsize=1)
+def corpus_collections() -> frozenset[str]:
+    """Names of the corpus folders that hold at least one score."""
+    root = corpus_root()
+    return frozenset(
+        d.name for d in root.iterdir()
+        if d.is_dir() and not d.name.startswith("_") and any(_scores(d))
+    )
+
+
+def _scores(folder: Path) -> Iterator[Path]:
+    return (p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SCORE_SUFFIXES)
+
+
+def list_works(collections: list[str], max_files: int = 0) -> list[str]:
+    """Corpus-relative paths of the score files to render, sorted, capped at `max_files` (0 = all)."""
+    root = corpus_root()
+    paths = sorted({p.relative_to(root).as_posix() for c in collections for p in _scores(root / c)})
+    return paths[:max_files] if max_files else paths
+
+
+def _text(value) -> str | None:
+    return str(value).strip() if value not in (None, "") else None
+
+
+def render(rel: str) -> list[Item | Skip]:
+    """Parse one corpus file and render every score in it to MIDI bytes."""
+    from music21 import converter, midi, stream
+
+    try:
+        parsed = converter.parse(corpus_root() / rel)
+        scores = list(parsed.scores) if isinstance(parsed, stream.Opus) else [parsed]
+    except Exception as e:  # music21 raises many exception types for bad scores
+        return [Skip(rel, "render_failed", f"music21 could not parse: {type(e).__name__}: {e}")]
+    out: list[Item | Skip] = []
+    for n, score in enumerate(scores):
+        member = f"{rel}#{n}" if len(scores) > 1 else rel
+        try:
+            data = midi.translate.streamToMidiFile(score).writestr()
+        except Exception as e:
+            out.append(Skip(member, "render_failed", f"music21 could not write MIDI: {type(e).__name__}: {e}"))
+            continue
+        md = score.metadata
+        title = (_text(md.title) or _text(md.movementName)) if md is not None else None
+        composer = _text(md.composer) if md is not None else None
+        out.append(Item(member, data, {
+            "title": title or Path(rel).stem,
+            "composer": composer or rel.split("/", 1)[0],
+            "license": LICENSE,
+        }))
+    return out
+
+
+def iter_corpus(collections: list[str], max_files: int, workers: int) -> Iterator[Item | Skip]:
+    """Render in a process pool; results come back in sorted file order, so outputs are reproducible."""
+    works = list_works(collections, max_files)
+    if workers <= 1:
+        for rel in works:
+            yield from render(rel)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for items in pool.map(render, works, chunksize=4):
+            yield from items

@@ -1,0 +1,41 @@
+import pytest
+import yaml
+
+from pipeline import params as P
+from tests.conftest import ROOT
+
+
+def test_repo_params_yaml_is_valid_and_matches_the_documented_defaults():
+    loaded = P.load(ROOT / "params.yaml")
+    assert loaded == P.Params()  # params.yaml spells out every default the schema holds
+
+
+@pytest.mark.parametrize("raw, key, words", [
+    ({"modle": {}}, "modle", "unknown key"),
+    ({"model": {"hiden": 3}}, "model.hiden", "unknown key"),
+    ({"train": {"epochs": -1}}, "train.epochs", "greater than or equal to 1"),
+    ({"train": {"epochs": "many"}}, "train.epochs", "integer"),
+    ({"represent": {"pitch_low": 60, "pitch_high": 60}}, "represent", "pitch_low (60) must be below"),
+    ({"data": {"sources": ["napster"]}}, "data.sources", "unknown source"),
+    ({"filter": {"instruments": ["kazoo"]}}, "filter.instruments", "unknown instrument 'kazoo'"),
+    ({"filter": {"instruments": [130]}}, "filter.instruments", "outside 0..127"),
+    ({"data": {"sources": ["local"]}}, "data", "data.local.path must be set"),
+    ({"data": {"music21": {"composers": ["nobody"]}}}, "data.music21.composers", "unknown music21 corpus"),
+    ({"split": {"valid": 0.5, "test": 0.5}}, "split", "leave a train share"),
+    ({"train": {"loss": "mse"}}, "train.loss", "'bce' or 'focal'"),
+])
+def test_invalid_params_name_the_key_and_the_reason(raw, key, words):
+    with pytest.raises(P.ParamsError) as err:
+        P.parse(raw)
+    text = str(err.value)
+    assert f"  {key}:" in text and words in text, text
+
+
+def test_scientific_notation_from_yaml_is_accepted():
+    # PyYAML reads `1e-4` as a string; users write it all the time
+    assert P.parse(yaml.safe_load("train: {lr: 1e-4}")).train.lr == pytest.approx(1e-4)
+
+
+def test_families_and_programs_mix():
+    p = P.parse({"filter": {"instruments": ["bass", "drums", 0]}})
+    assert p.filter.instruments == ["bass", "drums", 0]
