@@ -1,7 +1,9 @@
 # Two entry points, both usable on a fresh machine: `make repro` and `make test`.
 PYTHON ?= python3
 VENV   ?= .venv
-BIN    := $(VENV)/bin
+BIN    := $(abspath $(VENV))/bin
+# DVC stage commands call `python`: the venv's must come first.
+export PATH := $(BIN):$(PATH)
 
 .PHONY: setup repro test clean
 
@@ -14,11 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 repro: setup
-	$(BIN)/dvc repro
-	$(BIN)/python -m pipeline.summary
+	dvc repro
+	python -m pipeline.summary
 
 test: setup
-	$(BIN)/python -m pytest
+	python -m pytest
 
 clean:
 	rm -rf $(VENV)

@@ -1,0 +1,46 @@
+import os
+
+import pytest
+
+from pipeline.atomic import atomic_path, write_bytes
+from pipeline.parallel import imap
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "out.bin"
+    write_bytes(target, b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_directories_are_replaced_whole(tmp_path):
+    target = tmp_path / "d"
+    target.mkdir()
+    (target / "stale.txt").write_text("x")
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "new.txt").write_text("y")
+    assert os.listdir(target) == ["new.txt"]
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_imap_keeps_order_and_streams(workers):
+    seen = []
+
+    def items():
+        for i in range(100):
+            seen.append(i)
+            yield i
+
+    out = imap(_square, items(), workers=workers, chunk=4)
+    assert next(out) == 0
+    assert len(seen) < 100  # not everything was pulled before the first result
+    assert [0] + list(out) == [i * i for i in range(100)]
