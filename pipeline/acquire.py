@@ -15,6 +15,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from pipeline import params as P
+from pipeline.cli import run_stage
 from pipeline.atomic import atomic_path
 from pipeline.manifest import MANIFEST, SKIPPED, Item, Skip, make_id
 from pipeline.shards import ShardWriter
@@ -89,7 +90,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main(sys.argv[1:])
-    except (P.ParamsError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    run_stage(main, sys.argv[1:])

@@ -5,7 +5,6 @@ roll as note intervals) and data/processed/pianoroll/meta.json (the grid, the sc
 """
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -16,6 +15,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline import params as P
+from pipeline.cli import run_stage
 from pipeline import split as S
 from pipeline.atomic import atomic_path
 from pipeline.midi import parse, track_notes
@@ -114,7 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (P.ParamsError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    run_stage(main)

@@ -8,7 +8,6 @@ proper probabilistic model and not an infinitely bad one.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline import params as P
+from pipeline.cli import run_stage
 from pipeline import runtime
 from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
@@ -80,7 +80,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (P.ParamsError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    run_stage(main)

@@ -5,7 +5,6 @@ picture, so what the model wrote is never confused with what it was given.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +12,7 @@ import torch
 from symusic import Note, Score, Tempo, Track
 
 from pipeline import params as P
+from pipeline.cli import run_stage
 from pipeline import runtime
 from pipeline.atomic import atomic_path, write_json
 from pipeline.checkpoint import load_model
@@ -102,7 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (P.ParamsError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    run_stage(main)

@@ -5,7 +5,6 @@ data/prepared/rejects.parquet (one row per dropped file or track, with a reason)
 """
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -16,6 +15,7 @@ from tqdm import tqdm
 
 from pipeline import gm
 from pipeline import params as P
+from pipeline.cli import run_stage
 from pipeline.atomic import atomic_path, write_json
 from pipeline.midi import MidiError, parse
 from pipeline.parallel import imap, n_workers
@@ -170,7 +170,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (P.ParamsError, FileNotFoundError) as e:
-        sys.exit(f"error: {e}")
+    run_stage(main)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import math
-import sys
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from tqdm import tqdm
 
 from pipeline import losses, runtime
 from pipeline import params as P
+from pipeline.cli import run_stage
 from pipeline.atomic import atomic_path
 from pipeline.dataset import Rolls, Windows, read_meta
 from pipeline.metrics import FrameCounts
@@ -117,7 +117,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (P.ParamsError, FileNotFoundError, RuntimeError) as e:
-        sys.exit(f"error: {e}")
+    run_stage(main)
