@@ -21,7 +21,7 @@ from pipeline.atomic import atomic_path
 from pipeline.midi import parse, track_notes
 from pipeline.parallel import imap, n_workers
 from pipeline.pianoroll import Grid, quantize
-from pipeline.shards import iter_bytes
+from pipeline.artifacts import iter_bytes
 
 RAW, PREPARED, OUT = Path("data/raw"), Path("data/prepared"), Path("data/processed")
 KIND = "pianoroll"

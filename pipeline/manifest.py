@@ -16,7 +16,12 @@ MANIFEST = pa.schema([
     ("composer", pa.string()),
     ("license", pa.string()),
     ("split", pa.string()),      # a split fixed by the source itself (e.g. MAESTRO), else null
+    ("source_id", pa.string()),  # the source's own key: LMD md5 name, MSD track id, bitmidi id, MAESTRO file
+    ("year", pa.int32()),
+    ("duration", pa.float64()),  # seconds, where the source states it
+    ("url", pa.string()),        # where a person can see the file (bitmidi page)
 ])
+META_COLUMNS = ("title", "composer", "license", "split", "source_id", "year", "duration", "url")
 
 SKIPPED = pa.schema([
     ("id", pa.string()),
@@ -30,10 +35,16 @@ SKIPPED = pa.schema([
 
 @dataclass(frozen=True)
 class Item:
-    """A MIDI file a source hands over, with whatever metadata the source knows."""
+    """A MIDI file a source hands over, with whatever metadata the source knows.
+
+    `artifact` names the file in data/raw/<source>/ that already holds the bytes (a downloaded zip or tar);
+    without it acquire stores the bytes in its Parquet shards. `data` is None for a file known only by its
+    metadata (a site whose robots.txt forbids downloading it).
+    """
     member: str
-    data: bytes
+    data: bytes | None
     meta: dict = field(default_factory=dict)
+    artifact: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline import gm
 
 PARAMS_FILE = Path("params.yaml")
-SOURCES = ("music21", "local")
+SOURCES = ("music21", "local", "maestro", "lakh", "bitmidi")
+USER_AGENT = "midi-pipeline/0.1 (research data pipeline; contact: see the project README)"
 
 
 class ParamsError(ValueError):
@@ -45,11 +46,65 @@ class LocalParams(_Strict):
     path: Union[str, None] = None
 
 
+def _checksum(value: str | None) -> str | None:
+    if value is not None:
+        from pipeline.http import parse_checksum
+
+        parse_checksum(value)  # raises naming the expected form
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+class HttpParams(_Strict):
+    user_agent: str = Field(USER_AGENT, min_length=1)
+    timeout_s: float = Field(60, gt=0)
+    retries: int = Field(5, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+
+
+class ArchiveSourceParams(_Strict):
+    url: str
+    checksum: Union[str, None]
+
+    _url = field_validator("url")(classmethod(lambda cls, v: _http_url(v)))
+    _sum = field_validator("checksum")(classmethod(lambda cls, v: _checksum(v)))
+
+
+class MaestroParams(ArchiveSourceParams):
+    url: str = "https://storage.googleapis.com/magentadata/datasets/maestro/v3.0.0/maestro-v3.0.0-midi.zip"
+    checksum: Union[str, None] = "sha256:70470ee253295c8d2c71e6d9d4a815189e35c89624b76d22fce5a019d5dde12c"
+
+
+class LakhParams(ArchiveSourceParams):
+    url: str = "http://hog.ee.columbia.edu/craffel/lmd/lmd_full.tar.gz"
+    checksum: Union[str, None] = "md5:2536ce3fd2cede53ddaa264f731859ab"
+
+
+class BitmidiParams(_Strict):
+    base_url: str = "https://bitmidi.com"
+    max_files: int = Field(100, ge=0, description="0 takes every file the site lists")
+    page_size: int = Field(50, ge=1, le=50)
+    requests_per_second: float = Field(1.0, gt=0, le=10)
+    user_agent: str = Field(USER_AGENT, min_length=1)
+    respect_robots: bool = True
+
+    _url = field_validator("base_url")(classmethod(lambda cls, v: _http_url(v)))
+
+
 class DataParams(_Strict):
     sources: list[str] = Field(default_factory=lambda: ["music21"], min_length=1)
     max_file_mb: float = Field(16, gt=0)
+    http: HttpParams = HttpParams()
     music21: Music21Params = Music21Params()
     local: LocalParams = LocalParams()
+    maestro: MaestroParams = MaestroParams()
+    lakh: LakhParams = LakhParams()
+    bitmidi: BitmidiParams = BitmidiParams()
 
     @field_validator("sources")
     @classmethod
@@ -180,6 +235,9 @@ def parse(raw: dict, origin: str = "params") -> Params:
 
 def load(path: Path | str = PARAMS_FILE) -> Params:
     path = Path(path)
-    with path.open() as f:
-        raw = yaml.safe_load(f) or {}
+    try:
+        with path.open() as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML: {e}") from None
     return parse(raw, str(path))

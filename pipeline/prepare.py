@@ -19,13 +19,13 @@ from pipeline.cli import run_stage
 from pipeline.atomic import atomic_path, write_json
 from pipeline.midi import MidiError, parse
 from pipeline.parallel import imap, n_workers
-from pipeline.shards import iter_bytes
+from pipeline.artifacts import iter_bytes
 
 RAW, OUT, REPORT = Path("data/raw"), Path("data/prepared"), Path("metrics/prepare.json")
 
 SELECTED = pa.schema([
-    ("id", pa.string()), ("source", pa.string()), ("artifact", pa.string()), ("md5", pa.string()),
-    ("group", pa.string()), ("title", pa.string()), ("composer", pa.string()), ("split", pa.string()),
+    ("id", pa.string()), ("source", pa.string()), ("artifact", pa.string()), ("member", pa.string()),
+    ("md5", pa.string()), ("group", pa.string()), ("title", pa.string()), ("composer", pa.string()), ("split", pa.string()),
     ("tracks", pa.list_(pa.int32())), ("programs", pa.list_(pa.int32())), ("is_drum", pa.list_(pa.bool_())),
     ("families", pa.list_(pa.string())), ("n_notes", pa.int64()), ("beats", pa.float64()),
 ])
@@ -103,7 +103,9 @@ def _reject(row: dict, reason: str, message: str, track: int | None = None, dupl
 def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
     rows, acquire_skips = load_manifests(p.data.sources)
     rejects = [dict(s, track=None, duplicate_of=None) for s in acquire_skips]
-    unique, dup_rejects = dedupe_exact(rows)
+    rejects += [_reject(r, "not_downloaded", "known by its metadata only: the source did not allow the download")
+                for r in rows if not r["artifact"]]
+    unique, dup_rejects = dedupe_exact([r for r in rows if r["artifact"]])
     rejects += dup_rejects
     by_id = {r["id"]: r for r in unique}
     keys = gm.programs_for(p.filter.instruments)
@@ -124,7 +126,7 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
             continue
         tracks, programs, drums, fams = zip(*res["kept"])
         selected.append(dict(
-            id=row["id"], source=row["source"], artifact=row["artifact"], md5=row["md5"],
+            id=row["id"], source=row["source"], artifact=row["artifact"], member=row["member"], md5=row["md5"],
             group=row["md5"], title=row["title"], composer=row["composer"], split=row["split"],
             tracks=list(tracks), programs=list(programs), is_drum=list(drums), families=list(fams),
             n_notes=res["n_notes"], beats=res["beats"],

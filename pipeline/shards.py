@@ -1,9 +1,8 @@
 """MIDI bytes kept as a few large Parquet shards instead of one file (and one DVC output) per MIDI."""
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -70,12 +69,3 @@ def iter_shard(path: Path, wanted: set[str] | None = None) -> Iterator[tuple[str
         for i, id_ in enumerate(ids):
             if wanted is None or id_ in wanted:
                 yield id_, blobs[i].as_py()
-
-
-def iter_bytes(raw_dir: Path, rows: Iterable[dict]) -> Iterator[tuple[str, bytes]]:
-    """Yield (id, bytes) for manifest rows, streaming shard by shard in a fixed order."""
-    by_artifact: dict[str, set[str]] = defaultdict(set)
-    for row in rows:
-        by_artifact[row["artifact"]].add(row["id"])
-    for artifact in sorted(by_artifact):
-        yield from iter_shard(Path(raw_dir) / artifact, by_artifact[artifact])

@@ -30,3 +30,26 @@ def midi_folder(tmp_path: Path) -> Path:
     (root / "folk" / "AprilWaltz.mid").rename(root / "folk" / "AprilWaltz.MIDI")
     (root / "notes.txt").write_text("not music")
     return root
+
+
+@pytest.fixture
+def site():
+    from tests.fakesite import Site
+
+    s = Site().start()
+    yield s
+    s.stop()
+
+
+def real_files(*subdirs: str, limit: int = 12) -> list[tuple[str, bytes]]:
+    """(name, bytes) of real MIDI files: from the shared corpus when present, else the committed fixtures."""
+    roots = [SHARED_MIDI / d for d in subdirs] if SHARED_MIDI.is_dir() else []
+    roots = [r for r in roots if r.is_dir()] or [FIXTURES / "folk", FIXTURES / "piano", FIXTURES / "pop"]
+    paths = sorted(p for r in roots for p in r.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
+    out, seen = [], set()
+    for p in paths:
+        data = p.read_bytes()
+        if data not in seen:
+            seen.add(data)
+            out.append((p.name, data))
+    return out[:limit]

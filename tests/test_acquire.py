@@ -5,7 +5,7 @@ import pytest
 
 from pipeline.acquire import store
 from pipeline.manifest import Item, Skip
-from pipeline.shards import iter_bytes
+from pipeline.artifacts import iter_bytes
 from pipeline.sources.local import LocalSourceError, iter_local
 from pipeline.sources.music21_corpus import corpus_collections, list_works, render
 

@@ -10,6 +10,24 @@ def test_repo_params_yaml_is_valid_and_matches_the_documented_defaults():
     assert loaded == P.Params()  # params.yaml spells out every default the schema holds
 
 
+def _keys(model_cls, prefix=""):
+    for name, field in model_cls.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, P.BaseModel):
+            yield from _keys(sub, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}"
+
+
+def test_params_yaml_spells_out_every_key_of_the_schema():
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key in _keys(P.Params):
+        node = raw
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"params.yaml lacks {key}"
+            node = node[part]
+
+
 @pytest.mark.parametrize("raw, key, words", [
     ({"modle": {}}, "modle", "unknown key"),
     ({"model": {"hiden": 3}}, "model.hiden", "unknown key"),
@@ -23,6 +41,9 @@ def test_repo_params_yaml_is_valid_and_matches_the_documented_defaults():
     ({"data": {"music21": {"composers": ["nobody"]}}}, "data.music21.composers", "unknown music21 corpus"),
     ({"split": {"valid": 0.5, "test": 0.5}}, "split", "leave a train share"),
     ({"train": {"loss": "mse"}}, "train.loss", "'bce' or 'focal'"),
+    ({"data": {"maestro": {"checksum": "crc32:00"}}}, "data.maestro.checksum", "<algo>:<hex>"),
+    ({"data": {"lakh": {"url": "ftp://x/y.tar.gz"}}}, "data.lakh.url", "not an http(s) URL"),
+    ({"data": {"bitmidi": {"page_size": 51}}}, "data.bitmidi.page_size", "less than or equal to 50"),
 ])
 def test_invalid_params_name_the_key_and_the_reason(raw, key, words):
     with pytest.raises(P.ParamsError) as err:

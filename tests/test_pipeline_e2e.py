@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -13,64 +10,19 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import FIXTURES, ROOT
+from tests.conftest import FIXTURES
+from tests.dvcrepo import TINY, dvc, make_repo, merge, run
 
 pytestmark = pytest.mark.slow
-
-TINY = {
-    "data": {"sources": ["music21", "local"], "music21": {"composers": ["bach"], "max_files": 12}},
-    "prepare": {"workers": 2},
-    "split": {"valid": 0.2, "test": 0.2},
-    "model": {"hidden": 16, "layers": 1, "dropout": 0.0},
-    "train": {"seq_len": 8, "stride": 8, "epochs": 2, "batch_size": 16, "patience": 0},
-    "evaluate": {"batch_size": 64},
-    "generate": {"n_samples": 2, "steps": 12},
-}
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@example.com", DVC_NO_ANALYTICS="1")
-    return env
-
-
-def run(repo: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(args), cwd=repo, env=_env(), capture_output=True, text=True)
-    if ok and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def dvc(repo: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    return run(repo, sys.executable, "-m", "dvc", *args, ok=ok)
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(base.get(k, {}), v) if isinstance(v, dict) else v
-    return out
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("e2e") / "repo"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file():
-            (d / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, d / f)
-    shutil.copytree(FIXTURES, d.parent / "my_midi")
-    params = yaml.safe_load((d / "params.yaml").read_text())
-    tiny = _merge(TINY, {"data": {"local": {"path": str(d.parent / "my_midi")}}})
-    (d / "params.yaml").write_text(yaml.safe_dump(_merge(params, tiny), sort_keys=False))
-    run(d, "git", "init", "-q")
-    run(d, "git", "add", "-A")
-    run(d, "git", "commit", "-qm", "init")
-    return d
+    d = tmp_path_factory.mktemp("e2e")
+    shutil.copytree(FIXTURES, d / "my_midi")
+    params = merge(TINY, {"data": {"sources": ["music21", "local"], "music21": {"composers": ["bach"], "max_files": 12},
+                                   "local": {"path": str(d / "my_midi")}}})
+    return make_repo(d / "repo", params)
 
 
 def test_invalid_params_fail_before_any_work(repo):
