@@ -29,19 +29,23 @@ ROWS_PER_PART = 20_000
 FORMAT_VERSION = 1
 
 SCHEMA = pa.schema([
-    ("id", pa.string()), ("group", pa.string()), ("source", pa.string()), ("split", pa.string()),
+    ("id", pa.string()), ("file", pa.string()), ("group", pa.string()), ("source", pa.string()),
+    ("split", pa.string()), ("families", pa.list_(pa.string())),
     ("n_frames", pa.int32()), ("n_notes", pa.int32()),
     ("pitch", pa.list_(pa.uint8())), ("start", pa.list_(pa.int32())), ("end", pa.list_(pa.int32())),
 ])
 
 
-def encode(item: tuple[str, bytes, list[int]], grid: Grid) -> dict:
-    """One file's selected tracks on the grid. Runs in a worker."""
-    id_, data, tracks = item
+def encode(item: tuple[str, bytes, list[tuple[str, list[int]]]], grid: Grid) -> list[dict]:
+    """One file's sequences (each a list of its tracks) on the grid. Runs in a worker."""
+    file_id, data, sequences = item
     score = parse(data)
-    notes, outside = quantize([track_notes(score, i) for i in tracks], grid)
-    return {"id": id_, "pitch": notes.pitch, "start": notes.start, "end": notes.end,
-            "n_frames": notes.n_frames, "outside": outside}
+    out = []
+    for seq_id, tracks in sequences:
+        notes, outside = quantize([track_notes(score, i) for i in tracks], grid)
+        out.append({"id": seq_id, "pitch": notes.pitch, "start": notes.start, "end": notes.end,
+                    "n_frames": notes.n_frames, "outside": outside})
+    return out
 
 
 def run(p: P.Params, out_dir: Path) -> dict:
@@ -51,24 +55,29 @@ def run(p: P.Params, out_dir: Path) -> dict:
                       S.assign([r["group"] for r in selected], [r["split"] for r in selected],
                                p.split.valid, p.split.test)))
     meta = {r["id"]: r for r in selected}
+    by_file: dict[str, list[dict]] = {}
+    for r in selected:
+        by_file.setdefault(r["file"], []).append(r)
 
     def stream():
         for source in p.data.sources:
-            rows = [r for r in selected if r["source"] == source]
-            for id_, data in iter_bytes(RAW / source, rows):
-                yield id_, data, meta[id_]["tracks"]
+            files = [seqs[0] for seqs in by_file.values() if seqs[0]["source"] == source]
+            for file_id, data in iter_bytes(RAW / source, ({**r, "id": r["file"]} for r in files)):
+                yield file_id, data, [(r["id"], r["tracks"]) for r in by_file[file_id]]
 
     results = imap(partial(encode, grid=grid), stream(), n_workers(p.prepare.workers))
     rows, outside, empty = [], 0, []
-    for res in tqdm(results, total=len(selected), desc="convert", unit="file", mininterval=1):
-        outside += res["outside"]
-        if len(res["pitch"]) == 0:
-            empty.append(res["id"])
-            continue
-        r = meta[res["id"]]
-        rows.append(dict(id=r["id"], group=r["group"], source=r["source"], split=splits[r["id"]],
-                         n_frames=res["n_frames"], n_notes=len(res["pitch"]),
-                         pitch=res["pitch"], start=res["start"], end=res["end"]))
+    for batch in tqdm(results, total=len(by_file), desc="convert", unit="file", mininterval=1):
+        for res in batch:
+            outside += res["outside"]
+            if len(res["pitch"]) == 0:
+                empty.append(res["id"])
+                continue
+            r = meta[res["id"]]
+            rows.append(dict(id=r["id"], file=r["file"], group=r["group"], source=r["source"],
+                             split=splits[r["id"]], families=r["families"],
+                             n_frames=res["n_frames"], n_notes=len(res["pitch"]),
+                             pitch=res["pitch"], start=res["start"], end=res["end"]))
     if not rows:
         raise SystemExit("convert: no sequence has notes inside represent.pitch_low..pitch_high")
     rows.sort(key=lambda r: r["id"])
@@ -91,7 +100,7 @@ def run(p: P.Params, out_dir: Path) -> dict:
 
 
 def _column(rows: list[dict], name: str, type_: pa.DataType) -> pa.Array:
-    if pa.types.is_list(type_):
+    if pa.types.is_list(type_) and not pa.types.is_string(type_.value_type):
         values = [r[name] for r in rows]
         flat = np.concatenate(values).astype(type_.value_type.to_pandas_dtype())
         offsets = np.concatenate([[0], np.cumsum([len(v) for v in values])]).astype(np.int32)

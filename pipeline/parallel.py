@@ -1,9 +1,16 @@
-"""Order-preserving parallel map that streams: at most a few chunks are in flight, so memory stays flat."""
+"""Order-preserving parallel map that streams, and survives a worker killed by the OS.
+
+At most a few chunks are in flight, so memory stays flat. When a worker dies (out of memory, a crash in C++
+code), the pool breaks for every task in it: the chunk that was being collected is re-run one item at a time,
+each in a fresh pool, so the item that kills its worker is found and handed to `on_crash`; the chunks that were
+lost with the old pool are submitted again.
+"""
 from __future__ import annotations
 
 import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from itertools import islice
 from typing import Callable, Iterable, Iterator, TypeVar
 
@@ -19,17 +26,38 @@ def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
     return [fn(x) for x in chunk]
 
 
-def imap(fn: Callable[[T], R], items: Iterable[T], workers: int, chunk: int = 16) -> Iterator[R]:
+def imap(fn: Callable[[T], R], items: Iterable[T], workers: int, chunk: int = 16,
+         on_crash: Callable[[T], R] | None = None) -> Iterator[R]:
     """Like map(fn, items), in order, over `workers` processes (in-process when workers == 1)."""
     if workers <= 1:
         yield from map(fn, items)
         return
     it = iter(items)
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: deque = deque()
+    pool = ProcessPoolExecutor(max_workers=workers)
+    pending: deque = deque()
+    try:
         while True:
             while len(pending) < 2 * workers and (batch := list(islice(it, chunk))):
-                pending.append(pool.submit(_run_chunk, fn, batch))
+                pending.append((batch, pool.submit(_run_chunk, fn, batch)))
             if not pending:
                 return
-            yield from pending.popleft().result()
+            batch, future = pending.popleft()
+            try:
+                results = future.result()
+            except BrokenProcessPool:
+                if on_crash is None:
+                    raise
+                pool.shutdown(wait=False, cancel_futures=True)
+                results = []
+                for x in batch:
+                    pool = ProcessPoolExecutor(max_workers=1)
+                    try:
+                        results += pool.submit(_run_chunk, fn, [x]).result()
+                    except BrokenProcessPool:
+                        results.append(on_crash(x))
+                    pool.shutdown(wait=True)
+                pool = ProcessPoolExecutor(max_workers=workers)
+                pending = deque((b, pool.submit(_run_chunk, fn, b)) for b, _ in pending)
+            yield from results
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -125,7 +125,12 @@ class DataParams(_Strict):
 
 class FilterParams(_Strict):
     instruments: list[Union[str, int]] = Field(default_factory=lambda: ["pitched"], min_length=1)
+    mode: Literal["files", "tracks"] = "files"
     min_notes: int = Field(1, ge=1)
+    min_beats: float = Field(0, ge=0, description="0 disables")
+    min_unique_pitches: float = Field(0, ge=0, description="0 disables")
+    unique_window_beats: float = Field(16, gt=0)
+    max_polyphony: int = Field(0, ge=0, description="0 disables")
 
     @field_validator("instruments")
     @classmethod
@@ -136,6 +141,16 @@ class FilterParams(_Strict):
 
 class PrepareParams(_Strict):
     workers: int = Field(0, ge=0, description="0 uses every core")
+    timeout_s: float = Field(30, gt=0)
+    max_beats: float = Field(50_000, gt=0)
+    max_tempo_events: int = Field(20_000, ge=1)
+
+
+class DedupeParams(_Strict):
+    content: bool = True
+    transpose_invariant: bool = True
+    steps_per_beat: int = Field(4, ge=1, le=96)
+    by_title: bool = True
 
 
 class SplitParams(_Strict):
@@ -204,6 +219,7 @@ class Params(_Strict):
     data: DataParams = DataParams()
     filter: FilterParams = FilterParams()
     prepare: PrepareParams = PrepareParams()
+    dedupe: DedupeParams = DedupeParams()
     split: SplitParams = SplitParams()
     represent: RepresentParams = RepresentParams()
     model: ModelParams = ModelParams()

@@ -18,17 +18,21 @@ def by_hash(group: str, valid: float, test: float) -> str:
 
 
 def assign(groups: list[str], source_splits: list[str | None], valid: float, test: float) -> list[str]:
-    """Split per row. A split given by the source (MAESTRO's official one) wins over the hash.
+    """Split per row, decided per group. A split fixed by the source (MAESTRO's official one) wins over the
+    hash for the member's whole group (the first fixed split by row order, if members disagree).
 
-    When the corpus is so small that the hash leaves valid or test empty, the train group(s) with the
-    lowest hash move there, so every split exists; that choice is deterministic too.
+    When the corpus is so small that the hash leaves valid or test empty, the free group(s) with the lowest
+    hash move there, so every split exists; that choice is deterministic too.
     """
-    out = [_SOURCE_NAMES.get(s or "", None) or by_hash(g, valid, test) for g, s in zip(groups, source_splits)]
+    fixed: dict[str, str] = {}
+    for g, s in zip(groups, source_splits):
+        if s and s in _SOURCE_NAMES:
+            fixed.setdefault(g, _SOURCE_NAMES[s])
+    by_group = {g: fixed.get(g) or by_hash(g, valid, test) for g in dict.fromkeys(groups)}
     for split in ("test", "valid"):
-        if split in out or len(set(groups)) < 3:
+        if split in by_group.values() or len(by_group) < 3:
             continue
-        movable = sorted({g for g, s, src in zip(groups, out, source_splits) if s == "train" and not src},
-                         key=unit_hash)
+        movable = sorted((g for g, s in by_group.items() if s == "train" and g not in fixed), key=unit_hash)
         if len(movable) > 1:
-            out = [split if g == movable[0] else s for g, s in zip(groups, out)]
-    return out
+            by_group[movable[0]] = split
+    return [by_group[g] for g in groups]

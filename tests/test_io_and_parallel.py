@@ -44,3 +44,21 @@ def test_imap_keeps_order_and_streams(workers):
     assert next(out) == 0
     assert len(seen) < 100  # not everything was pulled before the first result
     assert [0] + list(out) == [i * i for i in range(100)]
+
+
+def _die_on_13(x: int) -> int:
+    if x == 13:
+        os.kill(os.getpid(), 9)  # what the OOM killer does
+    return x * x
+
+
+def test_a_worker_killed_by_the_os_is_reported_and_the_rest_go_on():
+    out = list(imap(_die_on_13, range(40), workers=2, chunk=4, on_crash=lambda x: ("died", x)))
+    assert out == [("died", 13) if i == 13 else i * i for i in range(40)]
+
+
+def test_without_a_handler_a_dead_worker_is_an_error():
+    from concurrent.futures.process import BrokenProcessPool
+
+    with pytest.raises(BrokenProcessPool):
+        list(imap(_die_on_13, range(20), workers=2, chunk=4))

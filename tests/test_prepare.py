@@ -3,11 +3,14 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import gm
 from pipeline import params as P
 from pipeline import prepare
 from pipeline.acquire import store
 from pipeline.sources.local import iter_local
+
+BEATLES = "lakh/beatles"
+AHDN = "03_-_A_Hard_Day's_Night/01_-_A_Hard_Day's_Night_v0.mid"
+GOOD_NIGHT = "10CD2_-_The_Beatles/CD2_-_13_-_Good_Night_v1.mid"
 
 
 def _acquire(root, tmp_path, monkeypatch):
@@ -20,16 +23,25 @@ def _acquire(root, tmp_path, monkeypatch):
     pq.write_table(skipped, out / "skipped.parquet")
 
 
-def _params(**filter_):
+def _params(filter_=None, **top):
     return P.parse({"data": {"sources": ["local"], "local": {"path": "x"}}, "prepare": {"workers": 2},
-                    **({"filter": filter_} if filter_ else {})})
+                    **({"filter": filter_} if filter_ else {}), **top})
+
+
+def _run(p):
+    selected, rejects, report = prepare.run(p)
+    return selected.to_pylist(), rejects.to_pylist(), report
+
+
+def _cfg(**filter_):
+    return prepare.Config.from_params(_params(filter_ or None))
 
 
 def test_fixtures_reasons_duplicates_and_selection(midi_folder, tmp_path, monkeypatch):
     _acquire(midi_folder, tmp_path, monkeypatch)
-    selected, rejects, report = prepare.run(_params())
-    sel = {r["id"]: r for r in selected.to_pylist()}
-    rej = {(r["id"], r["track"]): r for r in rejects.to_pylist()}
+    selected, rejects, report = _run(_params())
+    sel = {r["id"]: r for r in selected}
+    rej = {(r["id"], r["track"]): r for r in rejects}
     assert rej[("local/broken/jazz-soft__test-not-a-midi-file.mid", None)]["reason"] == "not_midi"
     assert rej[("local/broken/jazz-soft__test-corrupt-file-missing-byte.mid", None)]["reason"] == "truncated"
     assert rej[("local/broken/jazz-soft__test-empty-file.mid", None)]["reason"] == "empty_file"
@@ -38,27 +50,47 @@ def test_fixtures_reasons_duplicates_and_selection(midi_folder, tmp_path, monkey
     assert dup["reason"] == "duplicate_md5" and dup["duplicate_of"] == "local/piano/fur-elise.mid"
     assert "local/piano/fur-elise.mid" in sel and "local/folk/AprilWaltz.MIDI" in sel
     pop = sel["local/pop/pypianoroll_sample2.mid"]
-    assert not any(pop["is_drum"])  # default `pitched` drops the drums...
+    assert not any(pop["is_drum"]) and "drums" not in pop["families"]  # default `pitched` drops the drums...
     drum_rejects = [r for (i, t), r in rej.items() if i == pop["id"] and t is not None]
     assert drum_rejects and all(r["reason"] == "instrument_filtered" for r in drum_rejects)
     assert report["files"] == {"acquired": 10, "selected": len(sel), "rejected": 5}
-    assert selected.column("id").to_pylist() == sorted(sel)
+    assert [r["id"] for r in selected] == sorted(sel)
+    # the exact copy is dropped but stays in its original's group
+    assert sel["local/piano/fur-elise.mid"]["group"] == "local/piano/fur-elise.mid"
 
 
-def test_drums_only_keeps_only_drum_tracks(midi_folder, tmp_path, monkeypatch):
+def test_tracks_mode_makes_one_sequence_per_matching_track(midi_folder, tmp_path, monkeypatch):
     _acquire(midi_folder, tmp_path, monkeypatch)
-    selected, rejects, _ = prepare.run(_params(instruments=["drums"]))
-    rows = selected.to_pylist()
-    assert [r["id"] for r in rows] == ["local/pop/pypianoroll_sample2.mid"]
-    assert all(rows[0]["is_drum"]) and rows[0]["families"] == ["drums"]
-    assert {r["reason"] for r in rejects.to_pylist() if r["id"] == "local/piano/fur-elise.mid"} == {
-        "instrument_filtered", "no_matching_tracks"}
+    selected, _, _ = _run(_params({"instruments": ["all"], "mode": "tracks"}))
+    pop = [r for r in selected if r["file"] == "local/pop/pypianoroll_sample2.mid"]
+    assert len(pop) > 2 and all(r["id"] == f"{r['file']}#{r['tracks'][0]}" and len(r["tracks"]) == 1 for r in pop)
+    assert len({r["group"] for r in pop}) == 1  # tracks of one file never straddle splits
+
+
+def test_quality_filters(midi_folder, tmp_path, monkeypatch):
+    _acquire(midi_folder, tmp_path, monkeypatch)
+    _, rejects, _ = _run(_params({"max_polyphony": 1}))
+    assert "too_polyphonic" in {r["reason"] for r in rejects}
+    _, rejects, _ = _run(_params({"min_beats": 10_000}))
+    assert {r["reason"] for r in rejects if r["track"] is None} >= {"too_short"}
+    selected, rejects, _ = _run(_params({"min_unique_pitches": 50}))
+    assert not selected or all(r["unique_pitches"] >= 50 for r in selected)
+    assert "repetitive" in {r["reason"] for r in rejects}
+
+
+def test_guards_turn_pathological_files_into_rejects(fixtures):
+    data = (fixtures / "pop" / "pypianoroll_sample2.mid").read_bytes()
+    cfg = _cfg()
+    import dataclasses
+    assert prepare.inspect(("x", data), dataclasses.replace(cfg, max_beats=4))["reason"] == "too_long"
+    assert prepare.inspect(("x", data), dataclasses.replace(cfg, timeout_s=1e-6))["reason"] == "timeout"
+    assert "reason" not in prepare.inspect(("x", data), cfg)
 
 
 def test_inspect_classifies_without_raising(fixtures):
-    keys = gm.programs_for(["all"])
+    cfg = _cfg(instruments=["all"])
     for path in sorted((fixtures / "broken").iterdir()):
-        res = prepare.inspect((path.name, path.read_bytes()), keys, 1)
+        res = prepare.inspect((path.name, path.read_bytes()), cfg)
         assert res["reason"] in {"not_midi", "truncated", "empty_file", "no_notes"}
 
 
@@ -66,19 +98,68 @@ def test_every_shared_broken_file_is_rejected_or_parsed_never_crashes(shared_mid
     root = tmp_path / "broken"
     shutil.copytree(shared_midi / "broken", root)
     _acquire(root, tmp_path, monkeypatch)
-    selected, rejects, report = prepare.run(_params(instruments=["all"]))
-    file_rejects = {r["id"]: r["reason"] for r in rejects.to_pylist() if r["track"] is None}
+    selected, rejects, _ = _run(_params({"instruments": ["all"]}))
+    file_rejects = {r["id"]: r["reason"] for r in rejects if r["track"] is None}
     n = len(list((shared_midi / "broken").iterdir()))
-    assert selected.num_rows + len(file_rejects) == n
+    assert len({r["file"] for r in selected}) + len(file_rejects) == n
     assert "parse_error" not in file_rejects.values()  # every failure gets a specific reason
     assert file_rejects["local/symusic__Issue104_Bizarre_Love_Triangle2.mid"] == "invalid_event"
     assert file_rejects["local/muspy__negative-ticks-per-beat.mid"] == "smpte_division"
 
 
-def test_shared_duplicates_across_the_corpus(shared_midi, tmp_path, monkeypatch):
+def test_fur_elise_pair_is_one_group(shared_midi, tmp_path, monkeypatch):
     root = tmp_path / "piano"
     shutil.copytree(shared_midi / "misc" / "piano", root)
     _acquire(root, tmp_path, monkeypatch)
-    _, rejects, _ = prepare.run(_params())
-    dups = {r["id"]: r["duplicate_of"] for r in rejects.to_pylist() if r["reason"] == "duplicate_md5"}
+    selected, rejects, _ = _run(_params())
+    dups = {r["id"]: r["duplicate_of"] for r in rejects if r["reason"] == "duplicate_md5"}
     assert dups == {"local/fur-elise_copy.mid": "local/fur-elise.mid"}
+    groups = {r["id"]: r["group"] for r in selected}
+    # fur_elise_2 is the same piece encoded differently: the same title joins it to the group
+    assert groups["local/fur-elise.mid"] == groups["local/fur_elise_2.mid"]
+
+
+@pytest.fixture
+def beatles(shared_midi, tmp_path, monkeypatch):
+    root = tmp_path / "beatles"
+    for album in ("03_-_A_Hard_Day's_Night", "10CD2_-_The_Beatles"):
+        shutil.copytree(shared_midi / BEATLES / album, root / album)
+    _acquire(root, tmp_path, monkeypatch)
+    return root
+
+
+def test_mislabelled_good_night_is_the_same_music_as_a_hard_days_night(beatles):
+    selected, rejects, _ = _run(_params())
+    gn = next(r for r in rejects if r["id"] == f"local/{GOOD_NIGHT}" and r["track"] is None)
+    assert gn["reason"] == "duplicate_content" and gn["duplicate_of"] == f"local/{AHDN}"
+    ahdn = next(r for r in selected if r["id"] == f"local/{AHDN}")
+    assert ahdn["group"] == f"local/{AHDN}"
+
+
+def test_beatles_versions_are_grouped_by_content_or_title(beatles):
+    selected, rejects, report = _run(_params())
+    by_song = {}
+    for r in selected:
+        by_song.setdefault(r["song"], set()).add(r["group"])
+    several = [s for s in by_song if sum(r["song"] == s for r in selected) > 1]
+    assert len(several) >= 5
+    assert all(len(by_song[s]) == 1 for s in by_song)  # every version of a song lands in one group
+    assert report["groups"]["with_several_sequences"] >= len(several)
+    # without title grouping, content alone still joins some versions, but fewer groups are merged
+    selected2, _, report2 = _run(_params(dedupe={"by_title": False}))
+    assert report2["groups"]["total"] > report["groups"]["total"]
+
+
+def test_drums_only_keeps_only_drum_tracks_including_named_ones_off_channel_10(shared_midi, tmp_path, monkeypatch):
+    root = tmp_path / "drums"
+    root.mkdir()
+    misery = shared_midi / BEATLES / "01_-_Please_Please_Me" / "02_-_Misery_v0.mid"
+    shutil.copy(misery, root / misery.name)
+    shutil.copy(shared_midi / "pop_multitrack" / "pypianoroll_sample2.mid", root / "pop.mid")
+    _acquire(root, tmp_path, monkeypatch)
+    selected, rejects, report = _run(_params({"instruments": ["drums"], "mode": "tracks"}))
+    assert selected and all(r["families"] == ["drums"] and r["is_drum"] == [True] for r in selected)
+    named = [r for r in selected if r["inferred"] == ["name"]]
+    assert [r["id"] for r in named] == ["local/02_-_Misery_v0.mid#5"]  # 'Drums' on program 117, not channel 10
+    assert report["tracks_inferred_by"]["name"] == 1
+    assert all(r["reason"] == "instrument_filtered" for r in rejects if r["track"] is not None)

@@ -92,7 +92,7 @@ def test_bitmidi_api_walk_downloads_and_records_metadata(site, tmp_path, monkeyp
     manifest, skipped = store("bitmidi", B.iter_bitmidi(_cfg(site), http(rps=20), tmp_path, 1 << 24),
                               tmp_path, 1 << 24)
     rows = manifest.to_pylist()
-    assert len(rows) == 7 and skipped.num_rows == 0
+    assert len(rows) == len(files) >= 5 and skipped.num_rows == 0
     r = next(r for r in rows if r["source_id"] == "1002")
     assert (r["composer"], r["title"]) == ("Artist 2", "Song 2")
     assert r["url"] == f"{site.base}/{site.bitmidi.records[2]['slug']}"

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.archive import iter_path
+from pipeline.dedupe import title_from_filename
 from pipeline.manifest import Item, Skip
 
 
@@ -19,6 +20,8 @@ def iter_local(path: str | Path, max_bytes: int) -> Iterator[Item | Skip]:
     found = False
     for entry in iter_path(path, max_bytes):
         found = True
+        if isinstance(entry, Item):  # the file name is the only title a local file has
+            entry = Item(entry.member, entry.data, {"title": title_from_filename(entry.member)})
         yield entry
     if not found:
         raise LocalSourceError(f"data.local.path: {path} holds no .mid, .midi or .kar file")

@@ -1,0 +1,122 @@
+"""Duplicates at three levels, and the groups they form.
+
+1. exact bytes: the md5 of the file;
+2. same music: a hash of the quantised note content, blind to tempo, PPQ, track order, programs, leading silence
+   and (optionally) transposition;
+3. same song: normalised artist + title from the source's metadata or the file name.
+
+Levels 1 and 2 drop the later copy (recorded with `duplicate_of`); all three join files into groups, and
+convert splits by group, so no group straddles train and test, across corpora too.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import numpy as np
+from symusic import Score
+
+DRUM_OFFSET = 128  # drum notes keep their own key space: never transposed, never equal to a pitched note
+
+
+@dataclass(frozen=True)
+class ContentKey:
+    steps_per_beat: int = 4
+    transpose_invariant: bool = True
+
+
+def content_hash(score: Score, key: ContentKey = ContentKey()) -> str | None:
+    """sha1 of the sorted set of (onset step, pitch) over every track; None for a file without notes."""
+    tpq = score.ticks_per_quarter
+    onsets, pitches = [], []
+    pitched_min = None
+    for track in score.tracks:
+        if track.note_num() == 0:
+            continue
+        n = track.notes.numpy()
+        onsets.append(np.rint(n["time"].astype(np.float64) * key.steps_per_beat / tpq).astype(np.int64))
+        p = n["pitch"].astype(np.int64)
+        if track.is_drum:
+            p = p + DRUM_OFFSET
+        elif len(p):
+            pitched_min = int(p.min()) if pitched_min is None else min(pitched_min, int(p.min()))
+        pitches.append(p)
+    if not onsets:
+        return None
+    t = np.concatenate(onsets)
+    p = np.concatenate(pitches)
+    t -= t.min()
+    if key.transpose_invariant and pitched_min is not None:
+        p = np.where(p < DRUM_OFFSET, p - pitched_min, p)
+    pairs = np.unique(t * 512 + p)  # a set: unisons across tracks and repeated notes collapse
+    return hashlib.sha1(pairs.astype("<i8").tobytes()).hexdigest()
+
+
+_VERSION = re.compile(r"(_v\d+|\.\d+|_\d{1,2}|\s*\(\d+\)|[\s_-]+copy|[\s_-]+v\d+)$", re.I)
+# "CD2 - 13 - ", "01 - ", "7. ": disc and track numbers need a separator after them ("99 Problems" stays)
+_TRACK_NO = re.compile(r"^(?:(?:cd|disc|disk)\s*\d+\s*-\s*)?(?:\d{1,3}\s*[-.]\s*)+", re.I)
+_BRACKETS = re.compile(r"[\(\[][^\)\]]*[\)\]]")
+
+
+def normalize(text: str | None) -> str:
+    """Lower-case ASCII words: accents, punctuation, bracketed notes and 'the' prefixes removed."""
+    if not text:
+        return ""
+    t = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    t = _BRACKETS.sub(" ", t).lower().replace("&", " and ").replace("'", "")
+    t = re.sub(r"[^a-z0-9]+", " ", t)
+    t = re.sub(r"\s+", " ", t).strip()
+    return t[4:] if t.startswith("the ") else t
+
+
+def title_from_filename(name: str) -> str:
+    """'01_-_A_Hard_Day's_Night_v0.mid' -> "A Hard Day's Night": track numbers and version suffixes dropped."""
+    stem = name.rsplit("/", 1)[-1]
+    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
+    for _ in range(2):
+        stem = _VERSION.sub("", stem)
+    return _TRACK_NO.sub("", stem.replace("_", " ").strip()).strip(" -")
+
+
+def song_key(artist: str | None, title: str | None) -> str | None:
+    """The same-song key; None when there is no title to go by."""
+    t = normalize(title)
+    return f"{normalize(artist)}|{t}" if t else None
+
+
+class Groups:
+    """Union-find over ids; a group is named by its smallest id, so naming is independent of order."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def add(self, x: str) -> None:
+        self.parent.setdefault(x, x)
+
+    def find(self, x: str) -> str:
+        root = x
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[x] != root:
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            lo, hi = sorted((ra, rb))
+            self.parent[hi] = lo
+
+    def join_by(self, keys: dict[str, str | None]) -> None:
+        """Union every pair of ids that share a non-null key."""
+        first: dict[str, str] = {}
+        for id_ in sorted(keys):
+            k = keys[id_]
+            if k is None:
+                continue
+            if k in first:
+                self.union(first[k], id_)
+            else:
+                first[k] = id_

@@ -1,0 +1,89 @@
+import pytest
+from symusic import Score, Tempo
+
+from pipeline.dedupe import ContentKey, Groups, content_hash, normalize, song_key, title_from_filename
+from pipeline.instruments import infer
+from pipeline.split import assign
+
+
+@pytest.fixture
+def score(fixtures):
+    return Score.from_midi((fixtures / "pop" / "pypianoroll_sample2.mid").read_bytes())
+
+
+def test_content_hash_ignores_tempo_ppq_track_order_programs_and_transposition(score):
+    h = content_hash(score)
+    assert h is not None
+    retimed = score.copy()
+    retimed.tempos.append(Tempo(0, 61.0))
+    resampled = score.resample(960)
+    reordered = score.copy()
+    reordered.tracks = list(reversed(list(score.tracks)))
+    reprogrammed = score.copy()
+    for t in reprogrammed.tracks:
+        if not t.is_drum:
+            t.program = (t.program + 5) % 128
+    transposed = score.copy()
+    for t in transposed.tracks:
+        if not t.is_drum:
+            t.shift_pitch(3, inplace=True)
+    for variant in (retimed, resampled, reordered, reprogrammed, transposed):
+        assert content_hash(variant) == h
+
+
+def test_content_hash_sees_different_music(score):
+    h = content_hash(score)
+    changed = score.copy()
+    track = next(t for t in changed.tracks if not t.is_drum and t.note_num() > 3)
+    track.notes[2].pitch += 1
+    assert content_hash(changed) != h
+    transposed = score.copy()
+    for t in transposed.tracks:
+        if not t.is_drum:
+            t.shift_pitch(2, inplace=True)
+    assert content_hash(transposed, ContentKey(transpose_invariant=False)) != content_hash(score, ContentKey(transpose_invariant=False))
+
+
+def test_titles_and_song_keys():
+    assert title_from_filename("CD2_-_13_-_Good_Night_v1.mid") == "Good Night"
+    assert title_from_filename("Help!.1.mid") == "Help!"
+    assert normalize("Für Elise (live)") == "fur elise"
+    assert song_key("The Beatles", "Help!") == song_key("beatles", "HELP") == "beatles|help"
+    assert song_key("x", "") is None
+
+
+def test_groups_are_named_by_their_smallest_member_whatever_the_order():
+    a, b = Groups(), Groups()
+    for g, pairs in ((a, [("z", "y"), ("y", "b")]), (b, [("b", "y"), ("z", "b")])):
+        for x in "zyb":
+            g.add(x)
+        for x, y in pairs:
+            g.union(x, y)
+    assert {a.find(x) for x in "zyb"} == {b.find(x) for x in "zyb"} == {"b"}
+    g = Groups()
+    for x in "abcd":
+        g.add(x)
+    g.join_by({"a": "k1", "b": None, "c": "k1", "d": "k2"})
+    assert g.find("c") == "a" and g.find("b") == "b" and g.find("d") == "d"
+
+
+def test_a_fixed_split_carries_its_whole_group():
+    groups = ["g1", "g1", "g2", "g2"]
+    out = assign(groups, ["test", None, None, "validation"], 0.0001, 0.0001)
+    assert out == ["test", "test", "valid", "valid"]
+
+
+@pytest.mark.parametrize("program, is_drum, name, family, by", [
+    (0, True, "", "drums", "channel"),
+    (117, False, "Drums", "drums", "name"),
+    (0, False, "bassdrum", "drums", "name"),
+    (0, False, "Bass Guitar", "bass", "name"),
+    (0, False, "Lead Gtr", "guitar", "name"),
+    (0, False, "ENG.HORN", "reed", "name"),
+    (0, False, "Piano", "piano", "program"),
+    (33, False, "Piano", "bass", "program"),  # an explicit program is trusted over a non-drum name
+    (48, False, "", "ensemble", "program"),
+])
+def test_instrument_inference(program, is_drum, name, family, by):
+    inst = infer(program, is_drum, name)
+    assert (inst.family, inst.inferred) == (family, by)
