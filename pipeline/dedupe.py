@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 from symusic import Score
 
+from pipeline.quality import sorted_unique
+
 DRUM_OFFSET = 128  # drum notes keep their own key space: never transposed, never equal to a pitched note
 
 
@@ -29,28 +31,23 @@ class ContentKey:
 
 def content_hash(score: Score, key: ContentKey = ContentKey()) -> str | None:
     """sha1 of the sorted set of (onset step, pitch) over every track; None for a file without notes."""
-    tpq = score.ticks_per_quarter
-    onsets, pitches = [], []
-    pitched_min = None
-    for track in score.tracks:
-        if track.note_num() == 0:
-            continue
-        n = track.notes.numpy()
-        onsets.append(np.rint(n["time"].astype(np.float64) * key.steps_per_beat / tpq).astype(np.int64))
-        p = n["pitch"].astype(np.int64)
-        if track.is_drum:
-            p = p + DRUM_OFFSET
-        elif len(p):
-            pitched_min = int(p.min()) if pitched_min is None else min(pitched_min, int(p.min()))
-        pitches.append(p)
-    if not onsets:
+    tracks = [(t.is_drum, t.notes.numpy()) for t in score.tracks if t.note_num()]
+    return content_hash_of(tracks, score.ticks_per_quarter, key)
+
+
+def content_hash_of(tracks: list[tuple[bool, dict]], tpq: int, key: ContentKey = ContentKey()) -> str | None:
+    """content_hash from (is_drum, symusic note arrays) pairs that the caller has already extracted."""
+    if not tracks:
         return None
-    t = np.concatenate(onsets)
-    p = np.concatenate(pitches)
+    t = np.concatenate([n["time"] for _, n in tracks]).astype(np.int64)
+    p = np.concatenate([n["pitch"] for _, n in tracks]).astype(np.int64)
+    drum = np.repeat(np.array([d for d, _ in tracks]), [len(n["pitch"]) for _, n in tracks])
+    t = (t * key.steps_per_beat * 2 + tpq) // (2 * tpq)  # round(t * steps / tpq) in integers
     t -= t.min()
-    if key.transpose_invariant and pitched_min is not None:
-        p = np.where(p < DRUM_OFFSET, p - pitched_min, p)
-    pairs = np.unique(t * 512 + p)  # a set: unisons across tracks and repeated notes collapse
+    if key.transpose_invariant and not drum.all():
+        p = np.where(drum, p, p - p[~drum].min())
+    p = np.where(drum, p + DRUM_OFFSET, p)
+    pairs = sorted_unique(t * 512 + p)  # a set: unisons across tracks and repeated notes collapse
     return hashlib.sha1(pairs.astype("<i8").tobytes()).hexdigest()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pipeline import gm
 
@@ -28,6 +29,7 @@ _NAMES = (
 _COMPILED = tuple((fam, re.compile(pat, re.I)) for fam, pat in _NAMES)
 
 
+@lru_cache(maxsize=65536)  # names repeat across a corpus ("Drums", "Bass"): match each one once
 def family_from_name(name: str) -> str | None:
     for fam, pat in _COMPILED:
         if pat.search(name or ""):

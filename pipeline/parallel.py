@@ -26,7 +26,7 @@ def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
     return [fn(x) for x in chunk]
 
 
-def imap(fn: Callable[[T], R], items: Iterable[T], workers: int, chunk: int = 16,
+def imap(fn: Callable[[T], R], items: Iterable[T], workers: int, chunk: int = 32,
          on_crash: Callable[[T], R] | None = None) -> Iterator[R]:
     """Like map(fn, items), in order, over `workers` processes (in-process when workers == 1)."""
     if workers <= 1:
@@ -37,7 +37,7 @@ def imap(fn: Callable[[T], R], items: Iterable[T], workers: int, chunk: int = 16
     pending: deque = deque()
     try:
         while True:
-            while len(pending) < 2 * workers and (batch := list(islice(it, chunk))):
+            while len(pending) < 4 * workers and (batch := list(islice(it, chunk))):
                 pending.append((batch, pool.submit(_run_chunk, fn, batch)))
             if not pending:
                 return

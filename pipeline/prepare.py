@@ -24,7 +24,7 @@ from pipeline import params as P
 from pipeline.artifacts import iter_bytes
 from pipeline.atomic import atomic_path, write_json
 from pipeline.cli import run_stage
-from pipeline.dedupe import ContentKey, Groups, content_hash, song_key
+from pipeline.dedupe import ContentKey, Groups, content_hash_of, song_key
 from pipeline.instruments import infer
 from pipeline.midi import MidiError, parse
 from pipeline.parallel import imap, n_workers
@@ -38,8 +38,8 @@ SELECTED = pa.schema([
     ("title", pa.string()), ("composer", pa.string()), ("split", pa.string()),
     ("tracks", pa.list_(pa.int32())), ("programs", pa.list_(pa.int32())), ("is_drum", pa.list_(pa.bool_())),
     ("families", pa.list_(pa.string())), ("inferred", pa.list_(pa.string())),
-    ("n_notes", pa.int64()), ("beats", pa.float64()), ("max_polyphony", pa.int32()),
-    ("unique_pitches", pa.float64()),
+    ("n_notes", pa.int64()), ("beats", pa.float64()),
+    ("max_polyphony", pa.int32()), ("unique_pitches", pa.float64()),  # null unless their filter is on
 ])
 REJECTS = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("member", pa.string()), ("stage", pa.string()),
@@ -106,9 +106,11 @@ def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
     if score.note_num() == 0:
         return {"id": id_, "reason": "no_notes", "message": "the file holds no notes"}
     picked, dropped = [], []
+    arrays = {}  # each track's notes are extracted once, for the hash and the measures alike
     for i, track in enumerate(score.tracks):
         if track.note_num() == 0:
             continue
+        arrays[i] = track.notes.numpy()
         inst = infer(int(track.program), bool(track.is_drum), str(track.name))
         if inst.key in cfg.keys:
             picked.append((i, int(track.program), inst.family == gm.DRUMS, inst.family, inst.inferred))
@@ -116,12 +118,13 @@ def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
             how = "" if inst.inferred == "program" else f" (by {inst.inferred})"
             dropped.append({"track": i, "reason": "instrument_filtered",
                             "message": f"{inst.family}{how}, program {track.program}, is not in filter.instruments"})
-    out = {"id": id_, "content_hash": content_hash(score, cfg.content), "dropped": dropped, "sequences": []}
+    digest = content_hash_of([(score.tracks[i].is_drum, a) for i, a in arrays.items()], tpq, cfg.content)
+    out = {"id": id_, "content_hash": digest, "dropped": dropped, "sequences": []}
     if not picked:
         return {**out, "reason": "no_matching_tracks", "message": "no track with notes matches filter.instruments"}
     groups = [picked] if cfg.mode == "files" else [[t] for t in picked]
     for tracks in groups:
-        notes = [score.tracks[t[0]].notes.numpy() for t in tracks]
+        notes = [arrays[t[0]] for t in tracks]
         start = np.concatenate([n["time"] for n in notes]).astype(np.float64) / tpq
         end = start + np.concatenate([n["duration"] for n in notes]).astype(np.float64) / tpq
         pitch = np.concatenate([n["pitch"] for n in notes])
@@ -129,8 +132,10 @@ def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
                "tracks": [t[0] for t in tracks], "programs": [t[1] for t in tracks],
                "is_drum": [t[2] for t in tracks], "families": [t[3] for t in tracks],
                "inferred": [t[4] for t in tracks], "n_notes": len(pitch), "beats": quality.span_beats(start, end),
-               "max_polyphony": quality.max_polyphony(start, end),
-               "unique_pitches": quality.unique_pitches_per_window(start, pitch, cfg.window_beats)}
+               # measured only when their filter is on: they cost as much as the parse
+               "max_polyphony": quality.max_polyphony(start, end) if cfg.max_polyphony else None,
+               "unique_pitches": (quality.unique_pitches_per_window(start, pitch, cfg.window_beats)
+                                  if cfg.min_unique else None)}
         reason = _quality_reason(seq, cfg)
         if reason:
             seq["reason"], seq["message"] = reason

@@ -65,7 +65,11 @@ def iter_shard(path: Path, wanted: set[str] | None = None) -> Iterator[tuple[str
     """Stream (id, bytes) from one shard, a row group at a time."""
     f = pq.ParquetFile(path)
     for batch in f.iter_batches(columns=["id", "data"], batch_size=ROWS_PER_GROUP):
-        ids, blobs = batch.column(0).to_pylist(), batch.column(1)
-        for i, id_ in enumerate(ids):
-            if wanted is None or id_ in wanted:
-                yield id_, blobs[i].as_py()
+        ids = batch.column(0).to_pylist()
+        if wanted is None or all(i in wanted for i in ids):
+            yield from zip(ids, batch.column(1).to_pylist())
+        else:
+            blobs = batch.column(1)
+            for i, id_ in enumerate(ids):
+                if id_ in wanted:
+                    yield id_, blobs[i].as_py()

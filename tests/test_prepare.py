@@ -74,7 +74,7 @@ def test_quality_filters(midi_folder, tmp_path, monkeypatch):
     _, rejects, _ = _run(_params({"min_beats": 10_000}))
     assert {r["reason"] for r in rejects if r["track"] is None} >= {"too_short"}
     selected, rejects, _ = _run(_params({"min_unique_pitches": 50}))
-    assert not selected or all(r["unique_pitches"] >= 50 for r in selected)
+    assert not selected
     assert "repetitive" in {r["reason"] for r in rejects}
 
 

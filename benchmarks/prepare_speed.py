@@ -1,0 +1,146 @@
+"""The prepare stage at scale: throughput against a pretty_midi equivalent, and peak memory as the corpus grows.
+
+Usage: python benchmarks/prepare_speed.py [--files 5000] [--baseline-files 300] [--workers 2]
+
+The shared Lakh and pop files are replicated to --files files, each made byte-unique (an extra track with one
+text event) so that no replica is skipped by the md5 dedupe and every one is parsed. Measured in one run:
+  1. prepare.run, the whole stage (read shards, md5, parse + content hash + instrument filter in a process pool,
+     dedupe and grouping), at 1/5, 1/2 and all of the corpus, each in a fresh process for its peak RSS;
+  2. the same per-file work done with pretty_midi (parse, the same content hash, the same filter), over the
+     same worker count, on --baseline-files files (pretty_midi is too slow for all of them).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import resource
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "midi"
+
+
+def unique(data: bytes, k: int) -> bytes:
+    text = f"replica {k}".encode()
+    event = b"\x00\xff\x01" + bytes([len(text)]) + text + b"\x00\xff\x2f\x00"
+    ntracks = struct.unpack(">H", data[10:12])[0]
+    return data[:10] + struct.pack(">H", ntracks + 1) + data[12:] + b"MTrk" + struct.pack(">I", len(event)) + event
+
+
+def corpus(n: int) -> list[bytes]:
+    from symusic import Score
+
+    base = []
+    for f in sorted(SHARED.glob("lakh/**/*.mid")) + sorted(SHARED.glob("pop_multitrack/*.mid")):
+        data = f.read_bytes()
+        try:
+            Score.from_midi(unique(data, 0))
+        except Exception:
+            continue
+        base.append(data)
+    return [unique(base[k % len(base)], k) for k in range(n)]
+
+
+def build(workdir: Path, blobs: list[bytes]) -> None:
+    from pipeline.acquire import store
+    from pipeline.manifest import Item
+
+    out = workdir / "data/raw/local"
+    out.mkdir(parents=True)
+    manifest, skipped = store("local", (Item(f"f{k:06d}.mid", b) for k, b in enumerate(blobs)), out, 1 << 30)
+    pq.write_table(manifest, out / "manifest.parquet")
+    pq.write_table(skipped, out / "skipped.parquet")
+
+
+def run_stage(workdir: Path, workers: int) -> dict:
+    """prepare.run in this process (called in a child for a clean peak RSS)."""
+    os.chdir(workdir)
+    from pipeline import params as P
+    from pipeline import prepare
+
+    p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}}, "prepare": {"workers": workers}})
+    t = time.perf_counter()
+    selected, rejects, report = prepare.run(p)
+    dt = time.perf_counter() - t
+    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return {"seconds": dt, "files": report["files"]["acquired"], "peak_rss_mb": peak_kb / 1024,
+            "selected": report["files"]["selected"], "reasons": report["by_reason"]}
+
+
+def pretty_midi_inspect(data: bytes) -> dict:
+    """prepare's per-file work done with pretty_midi: parse, content hash, instrument filter."""
+    import pretty_midi
+
+    warnings.filterwarnings("ignore")
+    try:
+        pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    except Exception as e:
+        return {"reason": type(e).__name__}
+    res = pm.resolution
+    onsets, pitches, kept = [], [], 0
+    for inst in pm.instruments:
+        if not inst.notes:
+            continue
+        t = np.array([pm.time_to_tick(n.start) for n in inst.notes], dtype=np.float64)
+        onsets.append(np.rint(t * 4 / res).astype(np.int64))
+        pitches.append(np.array([n.pitch for n in inst.notes]) + (128 if inst.is_drum else 0))
+        kept += not inst.is_drum
+    if not onsets:
+        return {"reason": "no_notes"}
+    t, p = np.concatenate(onsets), np.concatenate(pitches)
+    t -= t.min()
+    pairs = np.unique(t * 512 + p)
+    return {"hash": hashlib.sha1(pairs.tobytes()).hexdigest(), "kept": kept}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=5000)
+    ap.add_argument("--baseline-files", type=int, default=300)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--stage-only", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.stage_only:
+        print(json.dumps(run_stage(Path(args.stage_only), args.workers)))
+        return
+
+    blobs = corpus(args.files)
+    print(f"corpus: {len(blobs)} byte-unique files ({sum(map(len, blobs)) / 1e6:.0f} MB) from the shared "
+          f"Lakh and pop files; {args.workers} workers on {os.cpu_count()} cores")
+    rates = {}
+    for n in sorted({args.files // 5, args.files // 2, args.files}):
+        with tempfile.TemporaryDirectory() as tmp:
+            build(Path(tmp), blobs[:n])
+            out = subprocess.run([sys.executable, __file__, "--stage-only", tmp, "--workers", str(args.workers)],
+                                 capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+        rates[n] = r["files"] / r["seconds"]
+        print(f"prepare stage, {n:6d} files: {rates[n]:7.0f} files/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
+              f"(selected {r['selected']}; {r['reasons']})")
+
+    from pipeline.parallel import imap
+
+    sample = blobs[: args.baseline_files]
+    t = time.perf_counter()
+    for _ in imap(pretty_midi_inspect, sample, args.workers, chunk=4):
+        pass
+    base = len(sample) / (time.perf_counter() - t)
+    print(f"pretty_midi equivalent, {len(sample)} files: {base:7.1f} files/s")
+    print(f"prepare (symusic) is {rates[args.files] / base:.0f}x faster than the pretty_midi equivalent")
+
+
+if __name__ == "__main__":
+    main()
