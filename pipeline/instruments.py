@@ -37,6 +37,15 @@ def family_from_name(name: str) -> str | None:
     return None
 
 
+_CHORAL = re.compile(r"\b(soprano|alto|tenor|sopran|tenore)\b", re.I)
+_VOICE = re.compile(r"\b(soprano|alto|tenor|bass|baritone|bariton|basso|sopran|tenore|voice|choir)\b", re.I)
+
+
+def is_choral(names: list[str]) -> bool:
+    """A file whose tracks are voice parts (a chorale, a motet): there "Bass" is a singer, not a bass guitar."""
+    return any(_CHORAL.search(n or "") for n in names)
+
+
 @dataclass(frozen=True)
 class Instrument:
     family: str
@@ -44,9 +53,14 @@ class Instrument:
     inferred: str    # "program", "channel" (drums on channel 10) or "name"
 
 
-def infer(program: int, is_drum: bool, name: str) -> Instrument:
+CHOIR = 52  # GM "Choir Aahs", the ensemble family's stand-in for a sung part
+
+
+def infer(program: int, is_drum: bool, name: str, choral: bool = False) -> Instrument:
     if is_drum:
         return Instrument(gm.DRUMS, gm.DRUM_KEY, "channel")
+    if choral and program == 0 and _VOICE.search(name or ""):
+        return Instrument("ensemble", CHOIR, "name")
     by_name = family_from_name(name)
     if by_name == gm.DRUMS:
         return Instrument(gm.DRUMS, gm.DRUM_KEY, "name")

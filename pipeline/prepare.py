@@ -25,7 +25,7 @@ from pipeline.artifacts import iter_bytes
 from pipeline.atomic import atomic_path, write_json
 from pipeline.cli import run_stage
 from pipeline.dedupe import ContentKey, Groups, content_hash_of, song_key
-from pipeline.instruments import infer
+from pipeline.instruments import infer, is_choral
 from pipeline.midi import MidiError, parse
 from pipeline.parallel import imap, n_workers
 
@@ -107,11 +107,12 @@ def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
         return {"id": id_, "reason": "no_notes", "message": "the file holds no notes"}
     picked, dropped = [], []
     arrays = {}  # each track's notes are extracted once, for the hash and the measures alike
+    choral = is_choral([str(t.name) for t in score.tracks])
     for i, track in enumerate(score.tracks):
         if track.note_num() == 0:
             continue
         arrays[i] = track.notes.numpy()
-        inst = infer(int(track.program), bool(track.is_drum), str(track.name))
+        inst = infer(int(track.program), bool(track.is_drum), str(track.name), choral)
         if inst.key in cfg.keys:
             picked.append((i, int(track.program), inst.family == gm.DRUMS, inst.family, inst.inferred))
         else:

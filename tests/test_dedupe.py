@@ -87,3 +87,13 @@ def test_a_fixed_split_carries_its_whole_group():
 def test_instrument_inference(program, is_drum, name, family, by):
     inst = infer(program, is_drum, name)
     assert (inst.family, inst.inferred) == (family, by)
+
+
+def test_in_a_choral_file_bass_is_a_voice():
+    from pipeline.instruments import is_choral
+
+    names = ["Soprano", "Alto", "Tenor", "Bass"]
+    assert is_choral(names) and not is_choral(["Lead Gtr", "Bass", "Drums"])
+    assert {infer(0, False, n, choral=True).family for n in names} == {"ensemble"}
+    assert infer(0, False, "Bass", choral=False).family == "bass"
+    assert infer(33, False, "Bass", choral=True).family == "bass"  # an explicit program still wins
