@@ -36,6 +36,7 @@ class Rolls:
     end: np.ndarray
     offsets: np.ndarray
     n_pitches: int
+    max_len: np.ndarray  # longest note of each sequence: bounds the note search of a window
 
     @classmethod
     def load(cls, split: str, root: Path = PROCESSED) -> "Rolls":
@@ -47,8 +48,11 @@ class Rolls:
         pitch, offsets = _flat(table, "pitch")
         start, _ = _flat(table, "start")
         end, _ = _flat(table, "end")
+        lengths = end - start
+        max_len = np.array([lengths[a:b].max() if b > a else 0 for a, b in zip(offsets[:-1], offsets[1:])],
+                           dtype=np.int64)
         return cls(table.column("id").to_pylist(), table.column("n_frames").to_numpy(), pitch, start, end,
-                   offsets, read_meta(root)["n_pitches"])
+                   offsets, read_meta(root)["n_pitches"], max_len)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -58,9 +62,7 @@ class Rolls:
         return Notes(self.pitch[a:b], self.start[a:b], self.end[a:b])
 
     def window(self, i: int, a: int, b: int) -> np.ndarray:
-        n = self.notes(i)
-        max_len = int((n.end - n.start).max()) if len(n) else 0
-        return densify(n, self.n_pitches, a, b, max_len=max_len)
+        return densify(self.notes(i), self.n_pitches, a, b, max_len=int(self.max_len[i]))
 
 
 class Windows(Dataset):

@@ -34,13 +34,14 @@ def repeat_last(x: torch.Tensor, y: torch.Tensor, protocol: str) -> torch.Tensor
 
 
 @torch.no_grad()
-def baseline_flip_rate(loader: DataLoader, protocol: str) -> float:
-    """Share of cells where the repeated frame is wrong, on train windows: the baseline's noise level."""
-    wrong = total = 0
+def baseline_flip_rates(loader: DataLoader) -> dict[str, float]:
+    """Per protocol, the share of cells where the repeated frame is wrong, on train windows (one pass)."""
+    wrong, total = dict.fromkeys(PROTOCOLS, 0), 0
     for x, y in loader:
-        wrong += int((repeat_last(x, y, protocol) != y).sum())
+        for pr in PROTOCOLS:
+            wrong[pr] += int((repeat_last(x, y, pr) != y).sum())
         total += y.numel()
-    return min(max(wrong / max(total, 1), 1e-6), 0.5)
+    return {pr: min(max(wrong[pr] / max(total, 1), 1e-6), 0.5) for pr in PROTOCOLS}
 
 
 @torch.no_grad()
@@ -68,7 +69,7 @@ def main() -> None:
     if len(test) == 0:
         raise SystemExit(f"evaluate: no test sequence is {2 * seq_len} frames long")
     train = DataLoader(Windows(Rolls.load("train"), seq_len, seq_len), batch_size=p.evaluate.batch_size)
-    flip = {pr: baseline_flip_rate(train, pr) for pr in PROTOCOLS}
+    flip = baseline_flip_rates(train)
     loader = DataLoader(test, batch_size=p.evaluate.batch_size)
     result = evaluate(model, loader, flip, p.evaluate.threshold, runtime.device("auto"))
     report = {"threshold": p.evaluate.threshold, "test_windows": len(test), "window_frames": seq_len, **result}

@@ -231,10 +231,7 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
         kept_rows, content_dups = parsed, []
     for r, kept in content_dups:
         rejects.append(_reject(r, "duplicate_content", f"the same music as {kept}", duplicate_of=kept))
-    for r in parsed:  # same music joins a group whether or not the copy is dropped
-        if r["content_hash"] is not None:
-            groups.add(r["id"])
-    groups.join_by({r["id"]: r["content_hash"] for r in parsed})
+    groups.join_by({r["id"]: r["content_hash"] for r in parsed})  # same music joins a group, dropped or not
     songs = {r["id"]: song_key(r["composer"], r["title"]) if p.dedupe.by_title else None for r in rows}
     groups.join_by(songs)
 
