@@ -1,12 +1,16 @@
-"""Stage `convert`: selected tracks -> beat-relative binary piano rolls in Parquet, with leak-free splits.
+"""Stage `convert`: selected sequences -> Parquet piano rolls or token streams, with leak-free splits.
 
-Writes data/processed/pianoroll/part-NNNNN.parquet (one row per file: id, group, source, split and the
-roll as note intervals) and data/processed/pianoroll/meta.json (the grid, the schema version, counts).
+Writes data/processed/<kind>/<split>-NNNNN.parquet (one row per sequence: ids, group, source, split, families
+and the data; a few dozen shards whatever the corpus size, row groups small enough to stream) and
+data/processed/<kind>/meta.json (the grid, the keys, counts), plus tokenizer.json for token streams. Rows are
+streamed to their shard as workers finish files, so memory does not grow with the corpus.
 """
 from __future__ import annotations
 
+import json
+import math
 from collections import Counter
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -14,89 +18,108 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from pipeline import gm
 from pipeline import params as P
-from pipeline.cli import run_stage
 from pipeline import split as S
+from pipeline.artifacts import iter_bytes
 from pipeline.atomic import atomic_path
+from pipeline.cli import run_stage
 from pipeline.midi import parse, track_notes
 from pipeline.parallel import imap, n_workers
 from pipeline.pianoroll import Grid, quantize
-from pipeline.artifacts import iter_bytes
 
 RAW, PREPARED, OUT = Path("data/raw"), Path("data/prepared"), Path("data/processed")
-KIND = "pianoroll"
-ROWS_PER_PART = 20_000
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+ROWS_PER_PART = 8192
+MAX_PARTS = {"train": 24, "valid": 4, "test": 4}
+GROUPS_PER_PART = 16  # row groups per shard: the unit a loader worker reads and shuffles
 
-SCHEMA = pa.schema([
+COMMON = [
     ("id", pa.string()), ("file", pa.string()), ("group", pa.string()), ("source", pa.string()),
     ("split", pa.string()), ("families", pa.list_(pa.string())),
     ("n_frames", pa.int32()), ("n_notes", pa.int32()),
-    ("pitch", pa.list_(pa.uint8())), ("start", pa.list_(pa.int32())), ("end", pa.list_(pa.int32())),
-])
+]
 
 
-def encode(item: tuple[str, bytes, list[tuple[str, list[int]]]], grid: Grid) -> list[dict]:
-    """One file's sequences (each a list of its tracks) on the grid. Runs in a worker."""
+def schema(kind: str, velocity: bool) -> pa.Schema:
+    if kind == "tokens":
+        return pa.schema(COMMON + [("n_tokens", pa.int32()), ("tokens", pa.list_(pa.uint16()))])
+    extra = [("velocity", pa.list_(pa.uint8()))] if velocity else []
+    return pa.schema(COMMON + [("key", pa.list_(pa.uint8())), ("start", pa.list_(pa.int32())),
+                               ("end", pa.list_(pa.int32()))] + extra)
+
+
+def grid_of(r: P.RepresentParams, drums: bool) -> Grid:
+    return Grid(r.steps_per_beat, r.pitch_low, r.pitch_high, float(r.steps_per_second), drums)
+
+
+@lru_cache(maxsize=2)
+def _tokenizer(r: P.RepresentParams, drums: bool):
+    from pipeline import tokens
+
+    return tokens.make(r.tokenizer, grid_of(r, drums), r.velocity, r.max_shift_beats)
+
+
+def encode(item: tuple[str, bytes, list[tuple[str, list[int]]]], r: P.RepresentParams, drums: bool) -> list[dict]:
+    """One file's sequences (each a list of its tracks) in the representation. Runs in a worker."""
     file_id, data, sequences = item
+    grid = grid_of(r, drums)
     score = parse(data)
+    if r.steps_per_second:
+        score = score.to("second")
     out = []
     for seq_id, tracks in sequences:
-        notes, outside = quantize([track_notes(score, i) for i in tracks], grid)
-        out.append({"id": seq_id, "pitch": notes.pitch, "start": notes.start, "end": notes.end,
-                    "n_frames": notes.n_frames, "outside": outside})
+        notes, outside = quantize([track_notes(score, i) for i in tracks], grid, velocity=r.velocity)
+        res = {"id": seq_id, "n_frames": notes.n_frames, "n_notes": len(notes), "outside": outside}
+        if r.kind == "tokens":
+            from pipeline import tokens
+
+            res["tokens"] = tokens.encode(_tokenizer(r, drums), notes, grid).astype(np.uint16)
+        else:
+            res.update(key=notes.key, start=notes.start, end=notes.end)
+            if r.velocity:
+                res["velocity"] = notes.velocity
+        out.append(res)
     return out
 
 
-def run(p: P.Params, out_dir: Path) -> dict:
-    selected = pq.read_table(PREPARED / "selected.parquet").to_pylist()
-    grid = Grid(p.represent.steps_per_beat, p.represent.pitch_low, p.represent.pitch_high)
-    splits = dict(zip((r["id"] for r in selected),
-                      S.assign([r["group"] for r in selected], [r["split"] for r in selected],
-                               p.split.valid, p.split.test)))
-    meta = {r["id"]: r for r in selected}
-    by_file: dict[str, list[dict]] = {}
-    for r in selected:
-        by_file.setdefault(r["file"], []).append(r)
+class Shards:
+    """Rows of each split go round-robin to that split's shards, written a row group at a time."""
 
-    def stream():
-        for source in p.data.sources:
-            files = [seqs[0] for seqs in by_file.values() if seqs[0]["source"] == source]
-            for file_id, data in iter_bytes(RAW / source, ({**r, "id": r["file"]} for r in files)):
-                yield file_id, data, [(r["id"], r["tracks"]) for r in by_file[file_id]]
+    def __init__(self, out_dir: Path, schema: pa.Schema, counts: dict[str, int]):
+        self.out_dir, self.schema = out_dir, schema
+        self.n_parts = {s: max(1, min(MAX_PARTS[s], math.ceil(n / ROWS_PER_PART))) for s, n in counts.items()}
+        self.group_rows = {s: max(8, min(256, math.ceil(n / self.n_parts[s] / GROUPS_PER_PART)))
+                           for s, n in counts.items()}
+        self.seen = Counter()
+        self.buffers: dict[tuple[str, int], list[dict]] = {}
+        self.writers: dict[tuple[str, int], pq.ParquetWriter] = {}
 
-    results = imap(partial(encode, grid=grid), stream(), n_workers(p.prepare.workers))
-    rows, outside, empty = [], 0, []
-    for batch in tqdm(results, total=len(by_file), desc="convert", unit="file", mininterval=1):
-        for res in batch:
-            outside += res["outside"]
-            if len(res["pitch"]) == 0:
-                empty.append(res["id"])
-                continue
-            r = meta[res["id"]]
-            rows.append(dict(id=r["id"], file=r["file"], group=r["group"], source=r["source"],
-                             split=splits[r["id"]], families=r["families"],
-                             n_frames=res["n_frames"], n_notes=len(res["pitch"]),
-                             pitch=res["pitch"], start=res["start"], end=res["end"]))
-    if not rows:
-        raise SystemExit("convert: no sequence has notes inside represent.pitch_low..pitch_high")
-    rows.sort(key=lambda r: r["id"])
-    for k in range(0, len(rows), ROWS_PER_PART):
-        part = rows[k:k + ROWS_PER_PART]
-        table = pa.table({name: _column(part, name, SCHEMA.field(name).type) for name in SCHEMA.names}, SCHEMA)
-        pq.write_table(table, out_dir / f"part-{k // ROWS_PER_PART:05d}.parquet", compression="zstd")
-    counts = Counter(r["split"] for r in rows)
-    frames = Counter()
-    for r in rows:
-        frames[r["split"]] += r["n_frames"]
-    return {
-        "kind": KIND, "format_version": FORMAT_VERSION,
-        "steps_per_beat": grid.steps_per_beat, "pitch_low": grid.pitch_low, "pitch_high": grid.pitch_high,
-        "n_pitches": grid.n_pitches,
-        "sequences": {s: counts.get(s, 0) for s in S.SPLITS},
-        "frames": {s: frames.get(s, 0) for s in S.SPLITS},
-        "notes_outside_range": outside, "empty_after_range": sorted(empty),
-    }
+    def add(self, row: dict) -> None:
+        s = row["split"]
+        key = (s, self.seen[s] % self.n_parts[s])
+        self.seen[s] += 1
+        buf = self.buffers.setdefault(key, [])
+        buf.append(row)
+        if len(buf) >= self.group_rows[s]:
+            self._flush(key)
+
+    def _flush(self, key: tuple[str, int]) -> None:
+        rows = self.buffers.pop(key, [])
+        if not rows:
+            return
+        if key not in self.writers:
+            path = self.out_dir / f"{key[0]}-{key[1]:05d}.parquet"
+            self.writers[key] = pq.ParquetWriter(path, self.schema, compression="zstd")
+        table = pa.table({f.name: _column(rows, f.name, f.type) for f in self.schema}, self.schema)
+        self.writers[key].write_table(table)
+
+    def close(self) -> list[str]:
+        for key in list(self.buffers):
+            self._flush(key)
+        for w in self.writers.values():
+            w.close()
+        return sorted(f"{s}-{k:05d}.parquet" for s, k in self.writers)
 
 
 def _column(rows: list[dict], name: str, type_: pa.DataType) -> pa.Array:
@@ -108,18 +131,83 @@ def _column(rows: list[dict], name: str, type_: pa.DataType) -> pa.Array:
     return pa.array([r[name] for r in rows], type_)
 
 
+def run(p: P.Params, out_dir: Path) -> dict:
+    r = p.represent
+    selected = pq.read_table(PREPARED / "selected.parquet").to_pylist()
+    drums = any(any(r_["is_drum"]) for r_ in selected)
+    grid = grid_of(r, drums)
+    splits = dict(zip((s["id"] for s in selected),
+                      S.assign([s["group"] for s in selected], [s["split"] for s in selected],
+                               p.split.valid, p.split.test)))
+    meta = {s["id"]: s for s in selected}
+    by_file: dict[str, list[dict]] = {}
+    for s in selected:
+        by_file.setdefault(s["file"], []).append(s)
+
+    def stream():
+        for source in p.data.sources:
+            files = [seqs[0] for seqs in by_file.values() if seqs[0]["source"] == source]
+            for file_id, data in iter_bytes(RAW / source, ({**f, "id": f["file"]} for f in files)):
+                yield file_id, data, [(s["id"], s["tracks"]) for s in by_file[file_id]]
+
+    sch = schema(r.kind, r.velocity)
+    shards = Shards(out_dir, sch, Counter(splits.values()))
+    data_cols = [f.name for f in sch if f.name not in dict(COMMON)]
+    totals = {k: Counter() for k in ("sequences", "frames", "notes", "tokens")}
+    outside, empty = 0, []
+    results = imap(partial(encode, r=r, drums=drums), stream(), n_workers(p.prepare.workers))
+    for batch in tqdm(results, total=len(by_file), desc=f"convert ({r.kind})", unit="file", mininterval=1):
+        for res in batch:
+            outside += res["outside"]
+            if res["n_notes"] == 0 or (r.kind == "tokens" and len(res["tokens"]) == 0):
+                empty.append(res["id"])
+                continue
+            m, split = meta[res["id"]], splits[res["id"]]
+            row = dict(id=m["id"], file=m["file"], group=m["group"], source=m["source"], split=split,
+                       families=m["families"], n_frames=res["n_frames"], n_notes=res["n_notes"])
+            if r.kind == "tokens":
+                row["n_tokens"] = len(res["tokens"])
+            row.update({c: res[c] for c in data_cols if c in res})
+            shards.add(row)
+            for k, v in (("sequences", 1), ("frames", res["n_frames"]), ("notes", res["n_notes"]),
+                         ("tokens", row.get("n_tokens", 0))):
+                totals[k][split] += v
+    parts = shards.close()
+    if not parts:
+        raise SystemExit("convert: no sequence has notes inside represent.pitch_low..pitch_high")
+    programs = Counter(pr for s in selected for pr, d in zip(s["programs"], s["is_drum"]) if not d)
+    out = {
+        "kind": r.kind, "format_version": FORMAT_VERSION, "parts": parts,
+        "grid": {"steps_per_beat": grid.steps_per_beat, "steps_per_second": r.steps_per_second,
+                 "pitch_low": grid.pitch_low, "pitch_high": grid.pitch_high, "drums": drums},
+        "n_pitches": grid.n_pitches, "n_keys": grid.n_keys,
+        "drum_classes": list(gm.DRUM_CLASS_NAMES) if drums else [],
+        "onsets": r.onsets, "velocity": r.velocity,
+        "program": programs.most_common(1)[0][0] if programs else 0,  # what generated MIDI is played on
+        **{k: {s: totals[k].get(s, 0) for s in S.SPLITS} for k in totals if k != "tokens" or r.kind == "tokens"},
+        "notes_outside_range": outside, "empty_after_range": sorted(empty),
+    }
+    if r.kind == "tokens":
+        tok = _tokenizer(r, drums)
+        tok.save(out_dir / "tokenizer.json")
+        out.update(tokenizer=r.tokenizer, vocab_size=len(tok), pad_id=int(tok.pad_token_id))
+    else:
+        out["features"] = grid.n_keys * (2 if r.onsets else 1)
+    return out
+
+
 def main() -> None:
     p = P.load()
-    import json
-
+    kind = p.represent.kind
     with atomic_path(OUT) as tmp:
-        (tmp / KIND).mkdir(parents=True)
-        meta = run(p, tmp / KIND)
-        (tmp / KIND / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        (tmp / kind).mkdir(parents=True)
+        meta = run(p, tmp / kind)
+        (tmp / kind / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     seq, fr = meta["sequences"], meta["frames"]
-    print(f"convert: {sum(seq.values())} sequences ({sum(fr.values())} frames) -> {OUT / KIND}; "
-          f"train/valid/test {seq['train']}/{seq['valid']}/{seq['test']}; "
-          f"{meta['notes_outside_range']} notes outside the pitch range dropped")
+    extra = f", {sum(meta['tokens'].values())} tokens" if kind == "tokens" else ""
+    print(f"convert: {sum(seq.values())} sequences ({sum(fr.values())} frames{extra}) -> {OUT / kind} in "
+          f"{len(meta['parts'])} shards; train/valid/test {seq['train']}/{seq['valid']}/{seq['test']}; "
+          f"{meta['notes_outside_range']} notes outside the keys dropped")
 
 
 if __name__ == "__main__":

@@ -1,86 +1,207 @@
-"""Training windows drawn lazily from the stored note intervals: nothing but a batch is ever dense."""
+"""Training windows streamed from the Parquet shards of data/processed/<kind>/.
+
+A loader worker reads a few row groups at a time (zero-copy Arrow buffers), cuts every window from their
+sequences, shuffles within that buffer and yields one window at a time: memory holds the buffer and a batch,
+whatever the corpus size. Row groups are dealt to DDP ranks and loader workers, so each reads only its share.
+Piano-roll windows are densified here, a window at a time; token windows are slices of the id lists.
+Transposition (train only) picks, per window, a shift that keeps every note inside the pitch range.
+"""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline.pianoroll import Notes, densify
+from pipeline.pianoroll import Grid, Notes, densify
 
-PROCESSED = Path("data/processed/pianoroll")
-
-
-def read_meta(root: Path = PROCESSED) -> dict:
-    return json.loads((Path(root) / "meta.json").read_text())
+PROCESSED = Path("data/processed")
 
 
-def _flat(table, name: str) -> tuple[np.ndarray, np.ndarray]:
+def data_dir(root: Path = PROCESSED) -> Path:
+    metas = sorted(Path(root).glob("*/meta.json"))
+    if not metas:
+        raise FileNotFoundError(f"no {root}/<kind>/meta.json: run `dvc repro convert` first")
+    return metas[0].parent
+
+
+def read_meta(d: Path | None = None) -> dict:
+    return json.loads(((d or data_dir()) / "meta.json").read_text())
+
+
+def grid_of(meta: dict) -> Grid:
+    g = meta["grid"]
+    return Grid(g["steps_per_beat"], g["pitch_low"], g["pitch_high"], float(g["steps_per_second"]), g["drums"])
+
+
+def tokenizer_of(d: Path):
+    from pipeline import tokens
+
+    return tokens.load(Path(d) / "tokenizer.json")
+
+
+def _flat(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     col = table.column(name).combine_chunks()
     offsets = col.offsets.to_numpy()
     return col.flatten().to_numpy(), offsets - offsets[0]
 
 
-@dataclass
-class Rolls:
-    """The sequences of one split, as flat note arrays plus offsets (zero-copy from Arrow)."""
-    ids: list[str]
-    n_frames: np.ndarray
-    pitch: np.ndarray
-    start: np.ndarray
-    end: np.ndarray
-    offsets: np.ndarray
-    n_pitches: int
-    max_len: np.ndarray  # longest note of each sequence: bounds the note search of a window
+class Split:
+    """One split's row groups (the unit of streaming) and its sequences' lengths, from one small column."""
 
-    @classmethod
-    def load(cls, split: str, root: Path = PROCESSED) -> "Rolls":
-        root = Path(root)
-        parts = sorted(root.glob("part-*.parquet"))
-        if not parts:
-            raise FileNotFoundError(f"no part-*.parquet under {root}: run `dvc repro convert` first")
-        table = ds.dataset([str(p) for p in parts], format="parquet").to_table(filter=pc.field("split") == split)
-        pitch, offsets = _flat(table, "pitch")
-        start, _ = _flat(table, "start")
-        end, _ = _flat(table, "end")
-        lengths = end - start
-        max_len = np.array([lengths[a:b].max() if b > a else 0 for a, b in zip(offsets[:-1], offsets[1:])],
-                           dtype=np.int64)
-        return cls(table.column("id").to_pylist(), table.column("n_frames").to_numpy(), pitch, start, end,
-                   offsets, read_meta(root)["n_pitches"], max_len)
+    def __init__(self, d: Path, split: str):
+        self.dir, self.split = Path(d), split
+        self.meta = read_meta(self.dir)
+        self.kind = self.meta["kind"]
+        self.units: list[tuple[Path, int]] = []
+        self.lengths: list[np.ndarray] = []  # frames (piano rolls) or tokens, per sequence, per unit
+        col = "n_tokens" if self.kind == "tokens" else "n_frames"
+        for path in sorted(self.dir.glob(f"{split}-*.parquet")):
+            f = pq.ParquetFile(path)
+            for g in range(f.num_row_groups):
+                self.units.append((path, g))
+                self.lengths.append(f.read_row_group(g, columns=[col]).column(0).to_numpy())
+
+    def read(self, unit: int) -> list[tuple[str, object]]:
+        """(id, sequence) for the rows of one row group: Notes for piano rolls, an id array for tokens."""
+        path, g = self.units[unit]
+        if self.kind == "tokens":
+            t = pq.ParquetFile(path).read_row_group(g, columns=["id", "tokens"])
+            ids, off = _flat(t, "tokens")
+            return [(i, ids[off[k]:off[k + 1]].astype(np.int64)) for k, i in enumerate(t.column("id").to_pylist())]
+        cols = ["id", "key", "start", "end"] + (["velocity"] if self.meta["velocity"] else [])
+        t = pq.ParquetFile(path).read_row_group(g, columns=cols)
+        flat = {c: _flat(t, c) for c in cols[1:]}
+        off = flat["key"][1]
+        out = []
+        for k, i in enumerate(t.column("id").to_pylist()):
+            a, b = off[k], off[k + 1]
+            vel = flat["velocity"][0][a:b] if "velocity" in flat else None
+            out.append((i, Notes(flat["key"][0][a:b], flat["start"][0][a:b], flat["end"][0][a:b], vel)))
+        return out
+
+    def __iter__(self) -> Iterator[tuple[str, object]]:
+        for u in range(len(self.units)):
+            yield from self.read(u)
+
+    def notes(self) -> Iterator[tuple[str, Notes]]:
+        """Every sequence as notes on the grid (token streams decoded): what frame metrics are computed on."""
+        if self.kind != "tokens":
+            yield from self
+            return
+        from pipeline import tokens
+
+        tok, grid = self.tokenizer, grid_of(self.meta)
+        for i, ids in self:
+            yield i, tokens.decode(tok, ids, grid)
+
+    @cached_property
+    def tokenizer(self):
+        return tokenizer_of(self.dir)
+
+
+class Windows(IterableDataset):
+    """(input, target) pairs of `seq_len` steps each (frames or tokens), starting every `stride` steps."""
+
+    def __init__(self, split: Split, seq_len: int, stride: int, shuffle: bool = False, seed: int = 0,
+                 transpose: tuple[int, int] = (0, 0), buffer_groups: int = 8, rank: int = 0, world: int = 1):
+        self.split, self.seq_len, self.stride = split, seq_len, stride
+        self.shuffle, self.seed, self.transpose = shuffle, seed, tuple(transpose)
+        self.buffer_groups, self.rank, self.world = buffer_groups, rank, world
+        self.epoch = 0
+        self.meta = split.meta
+        self.grid = grid_of(self.meta)
+        self.onsets = bool(self.meta.get("onsets"))
+        self._pitch = self._table = None
+        if split.kind == "tokens" and self.transpose != (0, 0):
+            from pipeline import tokens
+
+            self._pitch, self._table = tokens.pitch_table(split.tokenizer), tokens.transposer(split.tokenizer)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def starts(self, n: int) -> range:
+        return range(0, int(n) - 2 * self.seq_len + 1, self.stride)
+
+    def _mine(self, units: list[int]) -> list[int]:
+        info = get_worker_info()
+        w, n = (info.id, info.num_workers) if info else (0, 1)
+        return units[self.rank * n + w::self.world * n]
 
     def __len__(self) -> int:
-        return len(self.ids)
+        units = self._mine(list(range(len(self.split.units))))
+        return sum(len(self.starts(n)) for u in units for n in self.split.lengths[u])
 
-    def notes(self, i: int) -> Notes:
-        a, b = self.offsets[i], self.offsets[i + 1]
-        return Notes(self.pitch[a:b], self.start[a:b], self.end[a:b])
+    @property
+    def too_short(self) -> int:
+        return int(sum((lengths < 2 * self.seq_len).sum() for lengths in self.split.lengths))
 
-    def window(self, i: int, a: int, b: int) -> np.ndarray:
-        return densify(self.notes(i), self.n_pitches, a, b, max_len=int(self.max_len[i]))
+    def __iter__(self):
+        units = list(range(len(self.split.units)))
+        if self.shuffle:
+            np.random.default_rng([self.seed, self.epoch]).shuffle(units)
+        mine = self._mine(units)
+        info = get_worker_info()
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, info.id if info else 0])
+        for k in range(0, len(mine), self.buffer_groups):
+            seqs = [s for u in mine[k:k + self.buffer_groups] for _, s in self.split.read(u)]
+            prepared = [self._prepare(s) for s in seqs]
+            index = [(i, a) for i, s in enumerate(seqs) for a in self.starts(self._length(s))]
+            if self.shuffle:
+                rng.shuffle(index)
+            for i, a in index:
+                yield self.item(prepared[i], a, rng)
 
+    def _length(self, seq) -> int:
+        return seq.n_frames if isinstance(seq, Notes) else len(seq)
 
-class Windows(Dataset):
-    """(input window, next window) pairs of `seq_len` frames each, starting every `stride` frames."""
+    def _prepare(self, seq):
+        if isinstance(seq, Notes):  # the longest note bounds the search for notes sounding into a window
+            return seq, int((seq.end - seq.start).max()) if len(seq) else 0
+        return seq
 
-    def __init__(self, rolls: Rolls, seq_len: int, stride: int):
-        self.rolls, self.seq_len = rolls, seq_len
-        span = 2 * seq_len
-        self.index = np.array(
-            [(i, a) for i, n in enumerate(rolls.n_frames) for a in range(0, int(n) - span + 1, stride)],
-            dtype=np.int64,
-        ).reshape(-1, 2)
-        self.too_short = int((rolls.n_frames < span).sum())
+    def item(self, prepared, a: int, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        L = self.seq_len
+        if isinstance(prepared, tuple):
+            notes, max_len = prepared
+            roll = densify(notes, self.grid.n_keys, a, a + 2 * L, max_len=max_len, onsets=self.onsets)
+            if self.transpose != (0, 0) and rng is not None:
+                roll = self._transpose_roll(roll, rng)
+            w = torch.from_numpy(roll).float()
+        else:
+            ids = prepared[a:a + 2 * L]
+            if self._table is not None and rng is not None:
+                ids = self._transpose_ids(ids, rng)
+            w = torch.from_numpy(np.ascontiguousarray(ids))
+        return w[:L], w[L:]
 
-    def __len__(self) -> int:
-        return len(self.index)
+    def _shift(self, lowest: int, highest: int, top: int, rng: np.random.Generator) -> int:
+        lo, hi = max(self.transpose[0], -lowest), min(self.transpose[1], top - highest)
+        return int(rng.integers(lo, hi + 1)) if lo <= hi else 0
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        i, a = self.index[k]
-        roll = torch.from_numpy(self.rolls.window(int(i), int(a), int(a) + 2 * self.seq_len)).float()
-        return roll[: self.seq_len], roll[self.seq_len:]
+    def _transpose_roll(self, roll: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n_p, n_k = self.grid.n_pitches, self.grid.n_keys
+        used = np.nonzero(roll[:, :n_p].any(0))[0]
+        if not len(used):
+            return roll
+        k = self._shift(int(used[0]), int(used[-1]), n_p - 1, rng)
+        if k:
+            for base in ((0, n_k) if self.onsets else (0,)):
+                roll[:, base:base + n_p] = np.roll(roll[:, base:base + n_p], k, axis=1)
+        return roll
+
+    def _transpose_ids(self, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        p = self._pitch[ids]
+        p = p[p >= 0]
+        if not len(p):
+            return ids
+        k = self._shift(int(p.min()) - self.grid.pitch_low, int(p.max()) - self.grid.pitch_low,
+                        self.grid.n_pitches - 1, rng)
+        return self._table[ids, 64 + k] if k else ids

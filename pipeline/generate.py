@@ -1,7 +1,8 @@
 """Stage `generate`: continue real test windows and write each sample as MIDI and as a piano-roll PNG.
 
 The seed and the continuation are separate MIDI tracks ("seed", "generated") and separate colours in the
-picture, so what the model wrote is never confused with what it was given.
+picture, so what the model wrote is never confused with what it was given. Pitched notes play on the program
+most used in the training data; drum classes go to a drum track (channel 10) as their GM pitches.
 """
 from __future__ import annotations
 
@@ -12,44 +13,46 @@ import torch
 from symusic import Note, Score, Tempo, Track
 
 from pipeline import params as P
-from pipeline.cli import run_stage
 from pipeline import runtime
 from pipeline.atomic import atomic_path, write_json
 from pipeline.checkpoint import load_model
-from pipeline.dataset import Rolls, Windows, read_meta
-from pipeline.pianoroll import from_roll
+from pipeline.cli import run_stage
+from pipeline.dataset import Split, data_dir, grid_of
+from pipeline.pianoroll import Grid, Notes, densify, from_roll
+from pipeline.rollout import continue_roll, continue_tokens, window_notes
 
 OUT = Path("data/samples")
 TICKS_PER_FRAME = 120
 
 
-@torch.no_grad()
-def continue_window(model, seed: torch.Tensor, steps: int, threshold: float) -> torch.Tensor:
-    """`steps` frames after `seed` (seq_len, n_pitches), decoded a window at a time on the model's own output."""
-    seq_len = model.cfg.seq_len
-    frames = seed
-    while len(frames) < len(seed) + steps:
-        n = min(seq_len, len(seed) + steps - len(frames))
-        logits = model(frames[-seq_len:].unsqueeze(0), steps=n, threshold=threshold)[0]
-        frames = torch.cat([frames, (torch.sigmoid(logits) > threshold).float()])
-    return frames[len(seed):]
+def roll_notes(frames: np.ndarray, n_keys: int) -> Notes:
+    """Notes from model frames (sustain plane, then the onset plane when there is one)."""
+    if frames.shape[1] == 2 * n_keys:
+        return from_roll(frames[:, :n_keys], frames[:, n_keys:])
+    return from_roll(frames)
 
 
-def to_midi(seed: np.ndarray, gen: np.ndarray, meta: dict) -> bytes:
-    tpq = meta["steps_per_beat"] * TICKS_PER_FRAME
+def to_midi(parts: list[tuple[str, Notes, int]], grid: Grid, program: int) -> bytes:
+    """One pitched and one drum track per (name, notes, frame offset) part."""
+    tpq = int(grid.steps) * TICKS_PER_FRAME
     score = Score(tpq)
-    score.tempos.append(Tempo(0, 120.0))
-    for name, roll, offset in (("seed", seed, 0), ("generated", gen, len(seed))):
-        track = Track(name=name, program=0, is_drum=False)
-        n = from_roll(roll)
-        for p, s, e in zip(n.pitch, n.start, n.end):
-            track.notes.append(Note(int(s + offset) * TICKS_PER_FRAME, int(e - s) * TICKS_PER_FRAME,
-                                    int(p) + meta["pitch_low"], 80))
-        score.tracks.append(track)
+    score.tempos.append(Tempo(0, 60.0 if grid.steps_per_second else 120.0))  # 60 bpm: a beat is a second
+    for name, notes, offset in parts:
+        drum = grid.is_drum_key(notes.key)
+        pitch = grid.midi_pitch(notes.key)
+        for is_drum in (False, True):
+            m = drum == is_drum
+            if not m.any() and is_drum:
+                continue
+            track = Track(name=f"{name} drums" if is_drum else name, program=0 if is_drum else program, is_drum=is_drum)
+            vel = notes.velocity[m] if notes.velocity is not None else np.full(int(m.sum()), 80)
+            for p, s, e, v in zip(pitch[m], notes.start[m], notes.end[m], vel):
+                track.notes.append(Note(int(s + offset) * TICKS_PER_FRAME, int(e - s) * TICKS_PER_FRAME, int(p), int(v)))
+            score.tracks.append(track)
     return score.dumps_midi()
 
 
-def to_png(seed: np.ndarray, gen: np.ndarray, meta: dict, title: str, path: Path) -> None:
+def to_png(seed: np.ndarray, gen: np.ndarray, grid: Grid, title: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -61,44 +64,62 @@ def to_png(seed: np.ndarray, gen: np.ndarray, meta: dict, title: str, path: Path
     img[len(seed):] = np.where(roll[len(seed):, :, None], [0.9, 0.3, 0.2], 1.0)
     fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
     ax.imshow(img.transpose(1, 0, 2), origin="lower", aspect="auto", interpolation="nearest",
-              extent=(0, len(roll), meta["pitch_low"] - 0.5, meta["pitch_high"] + 0.5))
+              extent=(0, len(roll), -0.5, roll.shape[1] - 0.5))
     ax.axvline(len(seed), color="black", linewidth=1)
-    ax.set(xlabel=f"frame ({meta['steps_per_beat']} per beat)", ylabel="MIDI pitch",
-           title=f"{title}: seed (blue) | generated (red)")
+    if grid.drums:
+        ax.axhline(grid.n_pitches - 0.5, color="grey", linewidth=0.5)
+    unit = f"{grid.steps_per_second} per second" if grid.steps_per_second else f"{grid.steps_per_beat} per beat"
+    ax.set(xlabel=f"frame ({unit})", ylabel=f"key (pitch - {grid.pitch_low}; drum classes above)" if grid.drums
+           else f"key (MIDI pitch - {grid.pitch_low})", title=f"{title}: seed (blue) | generated (red)")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
     plt.close(fig)
 
 
+def seeds(test: Split, L: int, n: int, seed: int) -> list[tuple[str, Notes, int]]:
+    """`n` test windows with notes to seed from: (sequence id, its notes, window start frame)."""
+    windows = [(i, notes, a) for i, notes in test.notes() for a in range(0, notes.n_frames - 2 * L + 1, L)
+               if len(window_notes(notes, a, a + L))]
+    if not windows:
+        raise SystemExit("generate: no test window with notes to seed from")
+    picks = np.random.default_rng(seed).choice(len(windows), size=n, replace=len(windows) < n)
+    return [windows[int(k)] for k in picks]
+
+
 def main() -> None:
     p = P.load()
     runtime.setup(p.seed)
-    meta = read_meta()
+    d = data_dir()
+    test = Split(d, "test")
+    meta, grid = test.meta, grid_of(test.meta)
     model = load_model(meta)
-    test = Windows(Rolls.load("test"), model.cfg.seq_len, model.cfg.seq_len)
-    with_notes = [k for k in range(len(test)) if test[k][0].any()]
-    if not with_notes:
-        raise SystemExit("generate: no test window with notes to seed from")
-    rng = np.random.default_rng(p.seed)
-    picks = rng.choice(with_notes, size=p.generate.n_samples, replace=len(with_notes) < p.generate.n_samples)
+    L, steps, device = model.cfg.seq_len, p.generate.steps, runtime.device("auto")
+    model.to(device)
     index = []
     with atomic_path(OUT) as tmp:
         tmp.mkdir(parents=True)
-        for i, k in enumerate(picks):
-            seed, _ = test[int(k)]
-            gen = continue_window(model, seed, p.generate.steps, p.generate.threshold).numpy().astype(bool)
-            seed = seed.numpy().astype(bool)
+        for i, (piece, notes, a) in enumerate(seeds(test, L, p.generate.n_samples, p.seed)):
+            seed_notes = window_notes(notes, a, a + L)
+            if meta["kind"] == "tokens":
+                gen = continue_tokens(model, test.tokenizer, grid, [seed_notes], L, steps, meta["pad_id"], device,
+                                      max_windows=max(8, 4 * steps // L))[0]
+            else:
+                x = torch.from_numpy(densify(notes, grid.n_keys, a, a + L, onsets=meta["onsets"])).float()[None]
+                frames = continue_roll(model, x.to(device), steps, p.generate.threshold)[0].cpu().numpy().astype(bool)
+                gen = roll_notes(frames, grid.n_keys)
             name = f"sample_{i:03d}"
-            (tmp / f"{name}.mid").write_bytes(to_midi(seed, gen, meta))
-            piece = test.rolls.ids[int(test.index[k][0])]
-            to_png(seed, gen, meta, f"{name} from {piece}", tmp / f"{name}.png")
-            index.append({"name": name, "seed_from": piece, "seed_frames": len(seed), "generated_frames": len(gen),
-                          "generated_notes": len(from_roll(gen)), "generated_density": float(gen.sum(1).mean())})
+            (tmp / f"{name}.mid").write_bytes(to_midi([("seed", seed_notes, 0), ("generated", gen, L)], grid,
+                                                      meta["program"]))
+            to_png(densify(seed_notes, grid.n_keys, 0, L), densify(gen, grid.n_keys, 0, steps), grid,
+                   f"{name} from {piece}", tmp / f"{name}.png")
+            index.append({"name": name, "seed_from": piece, "seed_start_frame": int(a), "seed_frames": L,
+                          "generated_frames": steps, "generated_notes": len(gen),
+                          "generated_density": float(densify(gen, grid.n_keys, 0, steps).sum(1).mean())})
         write_json(tmp / "index.json", index)
     silent = sum(s["generated_notes"] == 0 for s in index)
-    print(f"generate: {len(index)} samples of {p.generate.steps} frames -> {OUT}"
-          + (f"; {silent} generated no notes (model predicts silence at generate.threshold)" if silent else ""))
+    print(f"generate: {len(index)} samples of {steps} frames ({meta['kind']}) -> {OUT}"
+          + (f"; {silent} generated no notes" if silent else ""))
 
 
 if __name__ == "__main__":

@@ -49,3 +49,22 @@ def programs_for(items: Iterable[str | int]) -> frozenset[int]:
 
 def track_key(program: int, is_drum: bool) -> int:
     return DRUM_KEY if is_drum else program
+
+
+# Drum kits as a few classes instead of 47 pitches: hits that play the same role share a class (after the
+# grouping used for drum modelling since MusicVAE). Each class is written back as its first pitch.
+DRUM_CLASSES: dict[str, tuple[int, ...]] = {
+    "kick": (36, 35),
+    "snare": (38, 40, 37, 39, 27, 28, 31, 32, 33, 34, 56, 65, 66, 75, 85),
+    "closed_hihat": (42, 44, 22, 54, 68, 69, 70, 71, 73, 78, 80),
+    "open_hihat": (46, 26, 67, 72, 74, 79, 81),
+    "low_tom": (45, 41, 43, 29, 61, 64, 84),
+    "mid_tom": (48, 47, 60, 63, 77, 86, 87),
+    "high_tom": (50, 30, 62, 76, 83),
+    "crash": (49, 52, 55, 57, 58),
+    "ride": (51, 53, 59, 82),
+}
+DRUM_CLASS_NAMES = tuple(DRUM_CLASSES)
+DRUM_CLASS_PITCH = tuple(pitches[0] for pitches in DRUM_CLASSES.values())
+# pitch -> class index, -1 for a pitch no class takes (outside the GM kit)
+DRUM_CLASS_OF = tuple(next((i for i, ps in enumerate(DRUM_CLASSES.values()) if p in ps), -1) for p in range(128))

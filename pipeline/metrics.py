@@ -41,6 +41,13 @@ class FrameCounts:
         }
 
 
+def sounding(cells: torch.Tensor, n_keys: int) -> torch.Tensor:
+    """What sounds in a frame: the sustain plane, or sustain | onset when the frame carries an onset plane
+    (a predicted onset on a silent cell is a one-frame note, as when decoding to MIDI)."""
+    cells = cells.bool()
+    return cells[..., :n_keys] | cells[..., n_keys:2 * n_keys] if cells.size(-1) == 2 * n_keys else cells
+
+
 def nll_from_logits(logits: torch.Tensor, target: torch.Tensor) -> float:
     """Negative log-likelihood in nats, summed over every cell (independent Bernoulli per pitch)."""
     return float(F.binary_cross_entropy_with_logits(logits, target, reduction="sum"))

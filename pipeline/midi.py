@@ -42,7 +42,7 @@ def parse(data: bytes) -> Score:
 
 @dataclass(frozen=True)
 class TrackNotes:
-    """One track's notes in quarter-note time."""
+    """One track's notes in quarter-note time (or seconds)."""
     program: int
     is_drum: bool
     name: str
@@ -53,12 +53,13 @@ class TrackNotes:
 
 
 def track_notes(score: Score, index: int) -> TrackNotes:
-    tpq = score.ticks_per_quarter
+    """Times in quarter notes for a score in ticks; in seconds for one converted with `score.to("second")`."""
+    scale = 1.0 / score.ticks_per_quarter if str(score.ttype).endswith("Tick") else 1.0
     track = score.tracks[index]
     n = track.notes.numpy()
-    start = n["time"].astype(np.float64) / tpq
+    start = n["time"].astype(np.float64) * scale
     return TrackNotes(
         program=int(track.program), is_drum=bool(track.is_drum), name=str(track.name),
-        start=start, end=start + n["duration"].astype(np.float64) / tpq,
+        start=start, end=start + n["duration"].astype(np.float64) * scale,
         pitch=n["pitch"].astype(np.int16), velocity=n["velocity"].astype(np.int16),
     )

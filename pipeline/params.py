@@ -165,14 +165,25 @@ class SplitParams(_Strict):
 
 
 class RepresentParams(_Strict):
+    kind: Literal["pianoroll", "tokens"] = "pianoroll"
     steps_per_beat: int = Field(4, ge=1, le=96)
+    steps_per_second: int = Field(0, ge=0, le=1000, description="> 0: an absolute grid in seconds instead")
     pitch_low: int = Field(21, ge=0, le=127)
     pitch_high: int = Field(108, ge=0, le=127)
+    onsets: bool = True
+    velocity: bool = False
+    tokenizer: Literal["REMI", "TSD", "MIDILike"] = "REMI"
+    max_shift_beats: int = Field(8, ge=1, le=64)
+    transpose: tuple[int, int] = (-3, 3)
 
     @model_validator(mode="after")
     def _range(self) -> "RepresentParams":
         if self.pitch_low >= self.pitch_high:
             raise ValueError(f"represent.pitch_low ({self.pitch_low}) must be below pitch_high ({self.pitch_high})")
+        lo, hi = self.transpose
+        if not -12 <= lo <= 0 <= hi <= 12:
+            raise ValueError(f"represent.transpose {list(self.transpose)} must be [low, high] with -12 <= low <= 0 "
+                             "<= high <= 12 ([0, 0] disables)")
         return self
 
     @property
@@ -201,6 +212,7 @@ class TrainParams(_Strict):
     patience: int = Field(5, ge=0, description="0 disables early stopping")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="0 uses every core")
+    loader_workers: int = Field(0, ge=0, description="DataLoader worker processes; 0 loads in the main process")
 
 
 class EvaluateParams(_Strict):

@@ -9,7 +9,7 @@ from pipeline.model import Config, Seq2Seq
 
 def _model(**kw):
     torch.manual_seed(0)
-    return Seq2Seq(Config(n_pitches=12, hidden=16, layers=2, dropout=0.0, seq_len=8, **kw)).eval()
+    return Seq2Seq(Config(n_features=12, hidden=16, layers=2, dropout=0.0, seq_len=8, **kw)).eval()
 
 
 def test_fused_teacher_forcing_equals_the_step_loop():
@@ -45,7 +45,7 @@ def test_checkpoint_loads_with_weights_only():
 
 def test_a_few_steps_fit_a_repeating_pattern():
     torch.manual_seed(0)
-    m = Seq2Seq(Config(n_pitches=12, hidden=32, layers=1, dropout=0.0, seq_len=8))
+    m = Seq2Seq(Config(n_features=12, hidden=32, layers=1, dropout=0.0, seq_len=8))
     pattern = torch.zeros(16, 12)
     pattern[torch.arange(16), torch.arange(16) % 12] = 1
     x, y = pattern[:8].expand(4, 8, 12), pattern[8:].expand(4, 8, 12)
@@ -56,6 +56,41 @@ def test_a_few_steps_fit_a_repeating_pattern():
         first = first if first is not None else loss.item()
         opt.zero_grad(); loss.backward(); opt.step()
     assert loss.item() < first / 10
+
+
+def _token_model():
+    torch.manual_seed(0)
+    return Seq2Seq(Config(n_features=20, hidden=16, layers=2, dropout=0.0, seq_len=8, tokens=True)).eval()
+
+
+def test_token_model_fused_teacher_forcing_equals_the_step_loop_and_free_runs_on_argmax():
+    m = _token_model()
+    x, y = torch.randint(0, 20, (3, 8)), torch.randint(0, 20, (3, 8))
+    fused = m(x, y)
+    assert fused.shape == (3, 8, 20)
+    _, h = m.encoder(m.embed(x))
+    prev, steps = x[:, -1:], []
+    for t in range(8):
+        out, h = m.decoder(m.embed(prev), h)
+        steps.append(m.head(out))
+        prev = y[:, t:t + 1]
+    torch.testing.assert_close(fused, torch.cat(steps, 1))
+    free = m(x, steps=5)
+    # free running feeds back its own argmax: the same as teacher forcing on that argmax
+    chosen = free.argmax(-1)
+    torch.testing.assert_close(m(x, chosen), free)
+
+
+def test_token_model_learns_a_cycle():
+    torch.manual_seed(0)
+    m = Seq2Seq(Config(n_features=12, hidden=32, layers=1, dropout=0.0, seq_len=8, tokens=True))
+    seq = torch.arange(16) % 5 + 3
+    x, y = seq[:8].expand(4, 8), seq[8:].expand(4, 8)
+    opt = torch.optim.Adam(m.parameters(), lr=0.02)
+    for _ in range(100):
+        loss = torch.nn.functional.cross_entropy(m(x, y).transpose(1, 2), y)
+        opt.zero_grad(); loss.backward(); opt.step()
+    assert torch.equal(m.eval()(x[:1], steps=8).argmax(-1)[0], y[0])
 
 
 def test_focal_reduces_to_scaled_bce_without_focusing():

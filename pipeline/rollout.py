@@ -1,0 +1,66 @@
+"""Free-running continuation: the model extends a seed on its own output, a window at a time.
+
+Piano-roll models continue frame by frame; token models continue token by token and their output is decoded
+to notes on the same grid, so both are judged on the same frames.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pipeline.pianoroll import Grid, Notes
+
+EMPTY = Notes(np.zeros(0, np.uint8), np.zeros(0, np.int32), np.zeros(0, np.int32))
+
+
+def window_notes(notes: Notes, a: int, b: int) -> Notes:
+    """The notes sounding in frames [a, b), clipped to it and shifted to start at 0."""
+    m = (notes.start < b) & (notes.end > a)
+    s = np.maximum(notes.start[m], a) - a
+    e = np.minimum(notes.end[m], b) - a
+    order = np.lexsort((notes.key[m], s))
+    vel = notes.velocity[m][order] if notes.velocity is not None else None
+    return Notes(notes.key[m][order], s[order].astype(np.int32), e[order].astype(np.int32), vel)
+
+
+@torch.no_grad()
+def continue_roll(model, seed: torch.Tensor, steps: int, threshold: float) -> torch.Tensor:
+    """`steps` frames after `seed` (batch, seq_len, features), decoded a window at a time."""
+    seq_len = model.cfg.seq_len
+    frames = seed
+    while frames.size(1) < seed.size(1) + steps:
+        n = min(seq_len, seed.size(1) + steps - frames.size(1))
+        logits = model(frames[:, -seq_len:], steps=n, threshold=threshold)
+        frames = torch.cat([frames, model.decide(logits, threshold)], dim=1)
+    return frames[:, seed.size(1):]
+
+
+@torch.no_grad()
+def continue_tokens(model, tokenizer, grid: Grid, seeds: list[Notes], seed_frames: int, frames: int,
+                    pad_id: int, device, max_windows: int = 8) -> list[Notes]:
+    """Per seed (notes in frames [0, seed_frames)), the notes the model writes in [seed_frames,
+    seed_frames + frames): token windows are generated until the decoded music passes that span (or after
+    `max_windows` windows), then decoded with the seed so times are absolute."""
+    from pipeline import tokens
+
+    L = model.cfg.seq_len
+    ids = [list(tokens.encode(tokenizer, s, grid)) for s in seeds]
+    done = [False] * len(seeds)
+    out = [EMPTY] * len(seeds)
+    for _ in range(max_windows):
+        todo = [i for i, d in enumerate(done) if not d]
+        if not todo:
+            break
+        ctx = torch.full((len(todo), L), pad_id, dtype=torch.long)
+        for row, i in enumerate(todo):
+            tail = ids[i][-L:]
+            if tail:
+                ctx[row, L - len(tail):] = torch.tensor(tail)
+        gen = model.decide(model(ctx.to(device), steps=L)).cpu().numpy()
+        for row, i in enumerate(todo):
+            ids[i] += gen[row].tolist()
+            notes = tokens.decode(tokenizer, ids[i], grid)
+            out[i] = notes
+            if len(notes) and notes.start.max() >= seed_frames + frames:
+                done[i] = True
+    return [window_notes(n, seed_frames, seed_frames + frames) if len(n) else EMPTY for n in out]
