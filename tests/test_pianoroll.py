@@ -156,3 +156,13 @@ def test_decoding_garbage_tokens_never_raises():
     for _ in range(20):
         notes = tokens.decode(tok, rng.integers(0, len(tok), 64), GRID)
         assert len(notes.key) == len(notes.start) == len(notes.end)
+
+
+@pytest.mark.parametrize("tokenizer", ["REMI", "TSD"])
+def test_tokens_on_an_absolute_grid_round_trip_every_onset(fixtures, tokenizer):
+    score = parse((fixtures / "piano" / "fur-elise.mid").read_bytes()).to("second")
+    grid = Grid(4, 21, 108, steps_per_second=20)
+    notes, _ = quantize([track_notes(score, i) for i in range(len(score.tracks))], grid)
+    tok = tokens.make(tokenizer, grid, velocity=True, max_beats=8)
+    back = tokens.decode(tok, tokens.encode(tok, notes, grid), grid)
+    assert set(zip(back.key.tolist(), back.start.tolist())) == set(zip(notes.key.tolist(), notes.start.tolist()))
