@@ -130,26 +130,31 @@ class Windows(IterableDataset):
     def starts(self, n: int) -> range:
         return range(0, int(n) - 2 * self.seq_len + 1, self.stride)
 
-    def _mine(self, units: list[int]) -> list[int]:
-        info = get_worker_info()
-        w, n = (info.id, info.num_workers) if info else (0, 1)
-        return units[self.rank * n + w::self.world * n]
+    def _order(self) -> list[int]:
+        """This epoch's order of row groups: shuffled with (seed, epoch) when training."""
+        units = list(range(len(self.split.units)))
+        if self.shuffle:
+            np.random.default_rng([self.seed, self.epoch]).shuffle(units)
+        return units
+
+    def count(self, rank: int | None = None) -> int:
+        """Windows a rank (all its loader workers together) yields this epoch: DDP ranks step in lockstep, so
+        each runs as many batches as the smallest share allows."""
+        r = self.rank if rank is None else rank
+        return sum(len(self.starts(n)) for u in self._order()[r::self.world] for n in self.split.lengths[u])
 
     def __len__(self) -> int:
-        units = self._mine(list(range(len(self.split.units))))
-        return sum(len(self.starts(n)) for u in units for n in self.split.lengths[u])
+        return self.count()
 
     @property
     def too_short(self) -> int:
         return int(sum((lengths < 2 * self.seq_len).sum() for lengths in self.split.lengths))
 
     def __iter__(self):
-        units = list(range(len(self.split.units)))
-        if self.shuffle:
-            np.random.default_rng([self.seed, self.epoch]).shuffle(units)
-        mine = self._mine(units)
         info = get_worker_info()
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, info.id if info else 0])
+        w, n = (info.id, info.num_workers) if info else (0, 1)
+        mine = self._order()[self.rank::self.world][w::n]  # rows groups dealt to ranks, then to workers
+        rng = np.random.default_rng([self.seed, self.epoch, self.rank, w])
         for k in range(0, len(mine), self.buffer_groups):
             seqs = [s for u in mine[k:k + self.buffer_groups] for _, s in self.split.read(u)]
             prepared = [self._prepare(s) for s in seqs]

@@ -205,6 +205,8 @@ class TrainParams(_Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     teacher_forcing: float = Field(1.0, ge=0, le=1)
+    teacher_forcing_decay: float = Field(1.0, gt=0, le=1, description="per-epoch multiplier of teacher_forcing")
+    lr_schedule: Literal["constant", "cosine", "plateau"] = "plateau"
     loss: Literal["bce", "focal"] = "focal"
     focal_alpha: float = Field(0.75, gt=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
@@ -213,6 +215,10 @@ class TrainParams(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="0 uses every core")
     loader_workers: int = Field(0, ge=0, description="DataLoader worker processes; 0 loads in the main process")
+    processes: int = Field(1, ge=1, description="> 1: DDP over this many local processes, through torchrun")
+    amp: bool = True       # mixed precision (CUDA only)
+    compile: bool = False  # torch.compile the model (CUDA only)
+    resume: bool = True    # resume from models/last.pt when it matches params and data
 
 
 class EvaluateParams(_Strict):

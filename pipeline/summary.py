@@ -1,4 +1,4 @@
-"""One-line summary of a finished run, printed by `make repro`."""
+"""One-line summary per protocol of a finished run, printed by `make repro`."""
 from __future__ import annotations
 
 import json
@@ -6,17 +6,29 @@ import sys
 from pathlib import Path
 
 
+def lines(r: dict) -> list[str]:
+    out = []
+    for protocol in ("next_frame", "continuation"):
+        if protocol not in r:
+            continue
+        m, b = r[protocol]["model"], r[protocol]["repeat_last"]
+        verdict = "beats" if m["f1"] > b["f1"] else "does NOT beat"
+        nll = (f"NLL {m['nll_per_frame']:.2f} nats/frame (repeat-last {b['nll_per_frame']:.2f})"
+               if m.get("nll_per_frame") is not None else f"repeat-last NLL {b['nll_per_frame']:.2f} nats/frame")
+        out.append(f"{protocol:>12}: F1 {m['f1']:.3f} (repeat-last {b['f1']:.3f}, model {verdict} it) | "
+                   f"density predicted {m['density_pred']:.2f} vs true {m['density_true']:.2f} notes/frame | {nll}")
+    if "next_token" in r:
+        m, u = r["next_token"]["model"], r["next_token"]["unigram"]
+        out.append(f"{'next_token':>12}: NLL {m['nll_per_token']:.3f} nats/token, accuracy {m['accuracy']:.3f} "
+                   f"(unigram {u['nll_per_token']:.3f}, {u['accuracy']:.3f})")
+    return out
+
+
 def main() -> None:
     path = Path("metrics/eval.json")
     if not path.exists():
         sys.exit("no metrics/eval.json yet: run `dvc repro`")
-    r = json.loads(path.read_text())
-    for protocol in ("next_frame", "continuation"):
-        m, b = r[protocol]["model"], r[protocol]["repeat_last"]
-        verdict = "beats" if m["f1"] > b["f1"] else "does NOT beat"
-        print(f"{protocol:>12}: F1 {m['f1']:.3f} (repeat-last {b['f1']:.3f}, model {verdict} it) | "
-              f"density predicted {m['density_pred']:.2f} vs true {m['density_true']:.2f} notes/frame | "
-              f"NLL {m['nll_per_frame']:.2f} nats/frame (repeat-last {b['nll_per_frame']:.2f})")
+    print("\n".join(lines(json.loads(path.read_text()))))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,24 @@
 """Stage `train`: fit the GRU seq2seq on train windows; keep the weights with the best valid loss.
 
 Piano rolls train with focal (or plain) binary cross-entropy over every cell; token streams with cross-entropy
-over the vocabulary. Logs per-epoch train/valid loss and valid F1 and density (piano rolls) or token accuracy
-with dvclive under metrics/train/, and writes models/model.pt (config + state dict, loadable with
+over the vocabulary. Per epoch: train/valid loss and valid F1 and density (piano rolls) or token accuracy
+(tokens), logged with dvclive under metrics/train/, and models/last.pt (model, optimizer, scheduler, RNG state,
+epoch, best weights so far) written atomically. A run killed part-way resumes from last.pt on the next
+`dvc repro` when params and data are unchanged (a fingerprint says so), and ends with the same weights as an
+uninterrupted run. models/model.pt holds the best weights (config + state dict, loadable with
 torch.load(..., weights_only=True)).
+
+`train.processes` > 1 relaunches the stage under torchrun: DDP over that many processes (gloo on CPU, nccl on
+CUDA), each reading its own share of the shards; rank 0 alone logs and writes checkpoints.
 """
 from __future__ import annotations
 
 import copy
+import csv
+import hashlib
+import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -25,12 +35,12 @@ from pipeline.dataset import Split, Windows, data_dir
 from pipeline.metrics import FrameCounts, sounding
 from pipeline.model import Config, Seq2Seq
 
-MODEL, LIVE = Path("models/model.pt"), Path("metrics/train")
+MODEL, LAST, LIVE = Path("models/model.pt"), Path("models/last.pt"), Path("metrics/train")
 
 
 def windows(split: str, seq_len: int, stride: int, **kw) -> Windows:
     w = Windows(Split(data_dir(), split), seq_len, stride, **kw)
-    if len(w) == 0:
+    if sum(w.count(r) for r in range(w.world)) == 0:
         unit = "tokens" if w.split.kind == "tokens" else "frames"
         raise SystemExit(f"train: the {split} split has no sequence of 2 * train.seq_len = {2 * seq_len} {unit} "
                          f"({w.too_short} are shorter); lower train.seq_len or add data")
@@ -42,6 +52,37 @@ def loss_fn(p: P.Params, meta: dict):
         pad = meta["pad_id"]
         return lambda logits, y: F.cross_entropy(logits.transpose(1, 2), y, ignore_index=pad)
     return losses.make(p.train.loss, p.train.focal_alpha, p.train.focal_gamma)
+
+
+def fingerprint(p: P.Params, d: Path) -> str:
+    """What a checkpoint must match to be resumed: every param train reads, and the bytes of the data."""
+    h = hashlib.sha256(json.dumps({"seed": p.seed, "model": p.model.model_dump(), "train": p.train.model_dump(),
+                                   "transpose": list(p.represent.transpose)}, sort_keys=True).encode())
+    for f in sorted(d.iterdir()):
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def scheduler(opt, t: P.TrainParams):
+    if t.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs)
+    if t.lr_schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=max(1, t.patience // 2))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
+
+
+def decoder_inputs(model: Seq2Seq, x: torch.Tensor, y: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Scheduled sampling without a step loop (parallel scheduled sampling, Duckworth et al. 2019): the
+    model's own decisions under teacher forcing replace each true step with probability 1 - ratio, and the
+    decoder then runs fused over the mixed window."""
+    if ratio >= 1.0:
+        return y
+    with torch.no_grad():
+        own = model.decide(model(x, y))
+    keep = torch.rand(y.shape[:2], device=y.device) < ratio
+    return torch.where(keep if model.cfg.tokens else keep.unsqueeze(-1), y, own.to(y.dtype))
 
 
 @torch.no_grad()
@@ -65,14 +106,27 @@ def validate(model: Seq2Seq, loader: DataLoader, loss, device: torch.device) -> 
     return {"loss": total / n, "f1": s["f1"], "density_pred": s["density_pred"], "density_true": s["density_true"]}
 
 
-def train(p: P.Params) -> tuple[Seq2Seq, dict]:
+def _truncate_logs(before_step: int) -> None:
+    """Drop dvclive rows from epochs that a resumed run will redo (logged after the last checkpoint)."""
+    for tsv in (LIVE / "plots").rglob("*.tsv"):
+        with open(tsv, newline="") as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+        with open(tsv, "w", newline="") as f:
+            csv.writer(f, delimiter="\t", lineterminator=os.linesep).writerows(
+                [rows[0]] + [r for r in rows[1:] if int(r[rows[0].index("step")]) < before_step])
+
+
+def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, dict]:
     t = p.train
-    runtime.setup(p.seed, t.threads)
-    device = runtime.device(t.device)
-    train_set = windows("train", t.seq_len, t.stride, shuffle=True, seed=p.seed, transpose=p.represent.transpose)
+    threads = t.threads or max(1, (os.cpu_count() or 1) // dist.world)
+    runtime.setup(p.seed, threads)
+    device = runtime.device(t.device, dist.local_rank)
+    train_set = windows("train", t.seq_len, t.stride, shuffle=True, seed=p.seed, transpose=p.represent.transpose,
+                        rank=dist.rank, world=dist.world)
     valid_set = windows("valid", t.seq_len, t.seq_len)
     meta = train_set.meta
-    train_loader = DataLoader(train_set, batch_size=t.batch_size, num_workers=t.loader_workers)
+    train_loader = DataLoader(train_set, batch_size=t.batch_size, num_workers=t.loader_workers,
+                              pin_memory=device.type == "cuda")
     valid_loader = DataLoader(valid_set, batch_size=t.batch_size)
 
     tokens = meta["kind"] == "tokens"
@@ -80,61 +134,115 @@ def train(p: P.Params) -> tuple[Seq2Seq, dict]:
                  layers=p.model.layers, dropout=p.model.dropout, seq_len=t.seq_len, tokens=tokens,
                  kind=meta["kind"], n_keys=meta["n_keys"])
     model = Seq2Seq(cfg).to(device)
+    net = model
+    if dist.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_fn = torch.compile(net) if t.compile and device.type == "cuda" else net
+    amp = t.amp and device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    sched = scheduler(opt, t)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
     loss = loss_fn(p, meta)
-    best = {"valid_loss": math.inf, "epoch": -1}
-    best_state = copy.deepcopy(model.state_dict())
-    stale = 0
-    print(f"train: {meta['kind']}, {len(train_set)} train / {len(valid_set)} valid windows, "
-          f"{sum(x.numel() for x in model.parameters())} parameters, device {device}")
-    with Live(str(LIVE), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        for epoch in range(t.epochs):
-            model.train()
-            train_set.set_epoch(epoch)
-            total, n = 0.0, 0
-            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{t.epochs}", unit="batch", leave=False)
-            for x, y in bar:
-                x, y = x.to(device), y.to(device)
-                batch_loss = loss(model(x, y, teacher_forcing=t.teacher_forcing), y)
-                opt.zero_grad(set_to_none=True)
-                batch_loss.backward()
-                if t.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                opt.step()
-                total += batch_loss.item() * len(x)
-                n += len(x)
-                bar.set_postfix(loss=f"{total / n:.4f}")
-            v = validate(model, valid_loader, loss, device)
-            live.log_metric("train/loss", total / n)
-            for k, val in v.items():
-                live.log_metric(f"valid/{k}", val)
+    state = {"epoch": 0, "best": {"valid_loss": math.inf, "epoch": -1},
+             "best_state": copy.deepcopy(model.state_dict()), "stale": 0}
+    stamp = fingerprint(p, train_set.split.dir)
+    if t.resume and LAST.exists():
+        ckpt = torch.load(LAST, map_location="cpu", weights_only=True)
+        if ckpt.get("fingerprint") == stamp and not ckpt.get("finished"):
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"])
+            state = {k: ckpt[k] for k in state}
+            if dist.main:
+                print(f"train: resuming after epoch {state['epoch']} from {LAST}")
+    start = state["epoch"]
+    if dist.main:
+        if start:
+            _truncate_logs(start)
+        print(f"train: {meta['kind']}, {len(train_set)} train windows"
+              + (f" per rank x {dist.world} ranks" if dist.world > 1 else "")
+              + f" / {len(valid_set)} valid, {sum(x.numel() for x in model.parameters())} parameters, device {device}")
+    live = Live(str(LIVE), dvcyaml=None, save_dvc_exp=False, report=None, resume=bool(start)) if dist.main else None
+    if live is not None:
+        live.step = start
+    for epoch in range(start, t.epochs):
+        model.train()
+        train_set.set_epoch(epoch)
+        n_batches = min(train_set.count(r) for r in range(dist.world)) // t.batch_size if dist.world > 1 else None
+        ratio = t.teacher_forcing * t.teacher_forcing_decay ** epoch
+        total, n = 0.0, 0
+        bar = tqdm(train_loader, total=n_batches or len(train_loader), desc=f"epoch {epoch + 1}/{t.epochs}",
+                   unit="batch", leave=False, disable=not dist.main)
+        for i, (x, y) in enumerate(bar):
+            if n_batches is not None and i >= n_batches:
+                break  # ranks step in lockstep
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                batch_loss = loss(step_fn(x, decoder_inputs(model, x, y, ratio)), y)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(batch_loss).backward()
+            if t.grad_clip > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            total += batch_loss.item() * len(x)
+            n += len(x)
+            bar.set_postfix(loss=f"{total / n:.4f}")
+        v = validate(model, valid_loader, loss, device)
+        sched.step(v["loss"]) if t.lr_schedule == "plateau" else sched.step()
+        improved = v["loss"] < state["best"]["valid_loss"]
+        if improved:
+            state["best"] = {"valid_loss": v["loss"], "epoch": epoch + 1,
+                             **{f"valid_{k}": x for k, x in v.items() if k != "loss"}}
+            state["best_state"] = copy.deepcopy(model.state_dict())
+            state["stale"] = 0
+        else:
+            state["stale"] += 1
+        state["epoch"] = epoch + 1
+        stop = bool(t.patience and state["stale"] >= t.patience)
+        if dist.main:
+            for k, val in {"train/loss": total / max(n, 1), "train/lr": opt.param_groups[0]["lr"],
+                           **{f"valid/{k}": val for k, val in v.items()}}.items():
+                live.log_metric(k, val)
             live.next_step()
-            improved = v["loss"] < best["valid_loss"]
+            _save_last(model, opt, sched, state, stamp, finished=stop or epoch + 1 == t.epochs)
             shown = (f"valid accuracy {v['accuracy']:.3f}" if tokens else
                      f"valid F1 {v['f1']:.3f}, density {v['density_pred']:.2f} (true {v['density_true']:.2f})")
-            print(f"epoch {epoch + 1}: train loss {total / n:.4f}, valid loss {v['loss']:.4f}, {shown}"
+            print(f"epoch {epoch + 1}: train loss {total / max(n, 1):.4f}, valid loss {v['loss']:.4f}, {shown}"
                   + (" *" if improved else ""))
-            if improved:
-                best = {"valid_loss": v["loss"], "epoch": epoch + 1, **{f"valid_{k}": x for k, x in v.items() if k != "loss"}}
-                best_state = copy.deepcopy(model.state_dict())
-                stale = 0
-            else:
-                stale += 1
-                if t.patience and stale >= t.patience:
-                    print(f"early stop: valid loss has not improved for {t.patience} epochs")
-                    break
-    model.load_state_dict(best_state)
-    return model, best
+        if stop:
+            if dist.main:
+                print(f"early stop: valid loss has not improved for {t.patience} epochs")
+            break
+    if live is not None:
+        live.end()
+    model.load_state_dict(state["best_state"])
+    return model, state["best"]
+
+
+def _save_last(model, opt, sched, state: dict, stamp: str, finished: bool) -> None:
+    ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "rng": torch.get_rng_state(), "fingerprint": stamp, "finished": finished, **state}
+    LAST.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(LAST) as tmp:
+        torch.save(ckpt, tmp)
 
 
 def main() -> None:
     p = P.load()
-    model, best = train(p)
-    ckpt = model.cpu().checkpoint()
-    ckpt["best"] = best
-    with atomic_path(MODEL) as tmp:
-        torch.save(ckpt, tmp)
-    print(f"train: best valid loss {best['valid_loss']:.4f} at epoch {best['epoch']} -> {MODEL}")
+    runtime.relaunch_under_torchrun("pipeline.train", p.train.processes)
+    dist = runtime.init_distributed(p.train.device)
+    model, best = train(p, dist)
+    if dist.main:
+        ckpt = model.cpu().checkpoint()
+        ckpt["best"] = best
+        with atomic_path(MODEL) as tmp:
+            torch.save(ckpt, tmp)
+        print(f"train: best valid loss {best['valid_loss']:.4f} at epoch {best['epoch']} -> {MODEL}")
+    if dist.world > 1:
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -186,3 +186,19 @@ def test_checkpoint_mismatch_is_a_clear_error(tmp_path):
         load_model({"kind": "tokens", "vocab_size": 300}, path)
     with pytest.raises(FileNotFoundError, match="dvc repro train"):
         load_model({"kind": "pianoroll", "features": 176}, tmp_path / "missing.pt")
+
+
+def test_summary_lines_for_both_kinds_say_whether_the_model_beats_the_baseline():
+    from pipeline.summary import lines
+
+    cell = lambda f1, nll: {"f1": f1, "density_pred": 4.0, "density_true": 3.9, "nll_per_frame": nll}
+    rolls = {"next_frame": {"model": cell(0.8, 7.0), "repeat_last": cell(0.7, 8.7)},
+             "continuation": {"model": cell(0.2, 16.0), "repeat_last": cell(0.25, 21.0)}}
+    out = lines(rolls)
+    assert "model beats it" in out[0] and "NLL 7.00" in out[0] and "does NOT beat" in out[1]
+    toks = {"continuation": {"model": cell(0.3, None), "repeat_last": cell(0.25, 21.0)},
+            "next_token": {"model": {"nll_per_token": 1.2, "accuracy": 0.6},
+                           "unigram": {"nll_per_token": 3.3, "accuracy": 0.2}}}
+    out = lines(toks)
+    assert len(out) == 2 and "model beats it" in out[0] and "repeat-last NLL 21.00" in out[0]
+    assert "1.200 nats/token" in out[1]
