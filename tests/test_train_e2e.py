@@ -14,13 +14,14 @@ import torch
 from tests.dvcrepo import TINY, dvc, env, make_repo, merge, set_params
 
 pytestmark = pytest.mark.slow
+EPOCHS = 15
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("train")
-    params = merge(TINY, {"data": {"music21": {"composers": ["bach"], "max_files": 40}},
-                          "train": {"epochs": 40, "lr_schedule": "cosine"}})
+    params = merge(TINY, {"data": {"music21": {"composers": ["bach"], "max_files": 30}},
+                          "train": {"epochs": EPOCHS, "lr_schedule": "cosine"}})
     r = make_repo(d / "repo", params)
     dvc(r, "repro", "convert")
     return r
@@ -48,14 +49,14 @@ def test_a_killed_training_run_resumes_and_ends_with_the_same_weights(repo):
     os.killpg(proc.pid, signal.SIGKILL)  # dvc and the training process under it, mid-epoch
     proc.wait()
     killed_at = _epoch_of(last)
-    assert 3 <= killed_at < 40, "the run should have been killed part-way"
+    assert 3 <= killed_at < EPOCHS, "the run should have been killed part-way"
     assert not (repo / "models/model.pt").exists()
 
     out = dvc(repo, "repro", "train").stdout
     resumed_from = int(out.split("resuming after epoch ")[1].split()[0])
     assert resumed_from >= killed_at
     assert f"epoch {resumed_from + 1}:" in out and "epoch 1:" not in out
-    assert _steps(repo) == list(range(40))  # dvclive's log: every epoch once, none lost or repeated
+    assert _steps(repo) == list(range(EPOCHS))  # dvclive's log: every epoch once, none lost or repeated
     resumed = torch.load(repo / "models/model.pt", weights_only=True)["state_dict"]
 
     dvc(repo, "repro", "-f", "train")  # a finished checkpoint is not resumed: this trains from scratch
@@ -72,7 +73,7 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(repo):
         out = dvc(repo, "repro", "train").stdout
         assert "resuming" not in out and "epoch 1:" in out
     finally:
-        set_params(repo, {"train": {"lr": 0.001, "epochs": 40}})
+        set_params(repo, {"train": {"lr": 0.001, "epochs": EPOCHS}})
 
 
 def test_two_process_ddp_trains_and_evaluates(repo):
@@ -85,7 +86,7 @@ def test_two_process_ddp_trains_and_evaluates(repo):
         assert ckpt["best"]["epoch"] >= 1
         assert (repo / "metrics/eval.json").exists()
     finally:
-        set_params(repo, {"train": {"processes": 1, "epochs": 40}})
+        set_params(repo, {"train": {"processes": 1, "epochs": EPOCHS}})
 
 
 def test_a_queued_learning_rate_sweep_runs_and_dvc_exp_show_compares_it(repo):
@@ -93,6 +94,7 @@ def test_a_queued_learning_rate_sweep_runs_and_dvc_exp_show_compares_it(repo):
 
     from tests.dvcrepo import run
 
+    set_params(repo, {"train": {"epochs": 2}})
     dvc(repo, "repro")
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "baseline")
