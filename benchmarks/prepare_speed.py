@@ -106,6 +106,16 @@ def pretty_midi_inspect(data: bytes) -> dict:
     return {"hash": hashlib.sha1(pairs.tobytes()).hexdigest(), "kept": kept}
 
 
+def files_per_second(fn, blobs: list[bytes], workers: int) -> float:
+    """fn over blobs in the stage's process pool (small chunks: the baselines are slow per file)."""
+    from pipeline.parallel import imap
+
+    t = time.perf_counter()
+    for _ in imap(fn, blobs, workers, chunk=4):
+        pass
+    return len(blobs) / (time.perf_counter() - t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=5000)
@@ -131,13 +141,8 @@ def main() -> None:
         print(f"prepare stage, {n:6d} files: {rates[n]:7.0f} files/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
               f"(selected {r['selected']}; {r['reasons']})")
 
-    from pipeline.parallel import imap
-
     sample = blobs[: args.baseline_files]
-    t = time.perf_counter()
-    for _ in imap(pretty_midi_inspect, sample, args.workers, chunk=4):
-        pass
-    base = len(sample) / (time.perf_counter() - t)
+    base = files_per_second(pretty_midi_inspect, sample, args.workers)
     print(f"pretty_midi equivalent, {len(sample)} files: {base:7.1f} files/s")
     print(f"prepare (symusic) is {rates[args.files] / base:.0f}x faster than the pretty_midi equivalent")
 

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from prepare_speed import SHARED, build, corpus  # noqa: E402
+from prepare_speed import SHARED, build, corpus, files_per_second  # noqa: E402
 
 from pipeline import convert, prepare  # noqa: E402
 from pipeline import params as P  # noqa: E402
@@ -99,13 +99,7 @@ def main() -> None:
             print(f"convert {kind:9s}: {files / dt:7.0f} files/s, {notes / dt / 1e6:5.2f} M notes/s "
                   f"({len(meta['parts'])} shards)")
 
-        from pipeline.parallel import imap
-
-        sample = blobs[: args.baseline_files]
-        t = time.perf_counter()
-        for _ in imap(pretty_midi_roll, sample, args.workers, chunk=4):
-            pass
-        base = len(sample) / (time.perf_counter() - t)
+        base = files_per_second(pretty_midi_roll, blobs[: args.baseline_files], args.workers)
         print(f"pretty_midi get_piano_roll equivalent: {base:7.1f} files/s -> piano-roll convert is "
               f"{rates['pianoroll'] / base:.0f}x faster")
 
