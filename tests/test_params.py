@@ -44,6 +44,11 @@ def test_params_yaml_spells_out_every_key_of_the_schema():
     ({"data": {"maestro": {"checksum": "crc32:00"}}}, "data.maestro.checksum", "<algo>:<hex>"),
     ({"data": {"lakh": {"url": "ftp://x/y.tar.gz"}}}, "data.lakh.url", "not an http(s) URL"),
     ({"data": {"bitmidi": {"page_size": 51}}}, "data.bitmidi.page_size", "less than or equal to 50"),
+    ({"represent": {"kind": "abc"}}, "represent.kind", "'pianoroll' or 'tokens'"),
+    ({"represent": {"tokenizer": "Octuple"}}, "represent.tokenizer", "'REMI', 'TSD' or 'MIDILike'"),
+    ({"represent": {"transpose": [2, 5]}}, "represent", "-12 <= low <= 0 <= high <= 12"),
+    ({"train": {"lr_schedule": "step"}}, "train.lr_schedule", "'constant', 'cosine' or 'plateau'"),
+    ({"train": {"processes": 0}}, "train.processes", "greater than or equal to 1"),
 ])
 def test_invalid_params_name_the_key_and_the_reason(raw, key, words):
     with pytest.raises(P.ParamsError) as err:
