@@ -46,6 +46,11 @@ def tokenizer_of(d: Path):
     return tokens.load(Path(d) / "tokenizer.json")
 
 
+def window_starts(n: int, seq_len: int, stride: int) -> range:
+    """Starts of the (seq_len in, seq_len out) windows that fit in a sequence of n steps."""
+    return range(0, int(n) - 2 * seq_len + 1, stride)
+
+
 def _flat(table: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
     col = table.column(name).combine_chunks()
     offsets = col.offsets.to_numpy()
@@ -128,7 +133,7 @@ class Windows(IterableDataset):
         self.epoch = epoch
 
     def starts(self, n: int) -> range:
-        return range(0, int(n) - 2 * self.seq_len + 1, self.stride)
+        return window_starts(n, self.seq_len, self.stride)
 
     def _order(self) -> list[int]:
         """This epoch's order of row groups: shuffled with (seed, epoch) when training."""

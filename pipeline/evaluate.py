@@ -23,7 +23,7 @@ from pipeline import runtime
 from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
-from pipeline.dataset import Split, Windows, data_dir, grid_of
+from pipeline.dataset import Split, Windows, data_dir, grid_of, window_starts
 from pipeline.metrics import FrameCounts, nll_from_logits, nll_from_probs, sounding
 from pipeline.pianoroll import densify
 from pipeline.rollout import continue_tokens, window_notes
@@ -75,7 +75,8 @@ def evaluate_rolls(model, loader: DataLoader, flip: dict, threshold: float, devi
 
 
 @torch.no_grad()
-def evaluate_tokens(model, split: Split, train: Split, flip: float, batch_size: int, device) -> dict:
+def evaluate_tokens(model, split: Split, train: Split, flip: float, batch_size: int, device) -> tuple[dict, int]:
+    """The token protocols, and how many frame windows the continuation scored."""
     L, grid = model.cfg.seq_len, grid_of(split.meta)
     model.to(device)
     # next_token: teacher-forced, beside the unigram model of the training tokens
@@ -112,7 +113,7 @@ def evaluate_tokens(model, split: Split, train: Split, flip: float, batch_size: 
         batch.clear()
 
     for _, notes in tqdm(split.notes(), desc="evaluate (continuation)", unit="sequence", leave=False):
-        for a in range(0, notes.n_frames - 2 * L + 1, L):
+        for a in window_starts(notes.n_frames, L, L):
             batch.append((notes, a))
             if len(batch) == batch_size:
                 flush()
@@ -120,7 +121,7 @@ def evaluate_tokens(model, split: Split, train: Split, flip: float, batch_size: 
         flush()
     continuation = {who: c.summary() for who, c in counts.items()}
     continuation["model"]["nll_per_frame"] = None  # a token model gives no per-cell probability
-    return {"next_token": next_token, "continuation": continuation}
+    return {"next_token": next_token, "continuation": continuation}, counts["model"].frames // L
 
 
 class _FrameWindows:
@@ -132,7 +133,7 @@ class _FrameWindows:
     def __iter__(self):
         grid, n = grid_of(self.split.meta), 0
         for _, notes in self.split.notes():
-            for a in range(0, notes.n_frames - 2 * self.L + 1, self.L):
+            for a in window_starts(notes.n_frames, self.L, self.L):
                 w = torch.from_numpy(densify(notes, grid.n_keys, a, a + 2 * self.L)).float()[None]
                 yield w[:, :self.L], w[:, self.L:]
                 n += 1
@@ -149,8 +150,7 @@ def main() -> None:
     L, device = model.cfg.seq_len, runtime.device("auto")
     if test.meta["kind"] == "tokens":
         flip = baseline_flip_rates(_FrameWindows(train, L), test.meta["n_keys"], ("continuation",))
-        result = evaluate_tokens(model, test, train, flip["continuation"], p.evaluate.batch_size, device)
-        n_windows = sum(len(range(0, n - 2 * L + 1, L)) for n in (x.n_frames for _, x in test.notes()))
+        result, n_windows = evaluate_tokens(model, test, train, flip["continuation"], p.evaluate.batch_size, device)
     else:
         windows = Windows(test, L, L)
         n_windows = len(windows)

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from symusic import Note, Score, Tempo, Track
+from symusic import Score, Tempo
 
 from pipeline import params as P
 from pipeline import runtime
 from pipeline.atomic import atomic_path, write_json
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
-from pipeline.dataset import Split, data_dir, grid_of
-from pipeline.pianoroll import Grid, Notes, densify, from_roll
+from pipeline.dataset import Split, data_dir, grid_of, window_starts
+from pipeline.pianoroll import Grid, Notes, densify, from_roll, to_tracks
 from pipeline.rollout import continue_roll, continue_tokens, window_notes
 
 OUT = Path("data/samples")
@@ -34,20 +34,10 @@ def roll_notes(frames: np.ndarray, n_keys: int) -> Notes:
 
 def to_midi(parts: list[tuple[str, Notes, int]], grid: Grid, program: int) -> bytes:
     """One pitched and one drum track per (name, notes, frame offset) part."""
-    tpq = int(grid.steps) * TICKS_PER_FRAME
-    score = Score(tpq)
+    score = Score(int(grid.steps) * TICKS_PER_FRAME)
     score.tempos.append(Tempo(0, 60.0 if grid.steps_per_second else 120.0))  # 60 bpm: a beat is a second
     for name, notes, offset in parts:
-        drum = grid.is_drum_key(notes.key)
-        pitch = grid.midi_pitch(notes.key)
-        for is_drum in (False, True):
-            m = drum == is_drum
-            if not m.any() and is_drum:
-                continue
-            track = Track(name=f"{name} drums" if is_drum else name, program=0 if is_drum else program, is_drum=is_drum)
-            vel = notes.velocity[m] if notes.velocity is not None else np.full(int(m.sum()), 80)
-            for p, s, e, v in zip(pitch[m], notes.start[m], notes.end[m], vel):
-                track.notes.append(Note(int(s + offset) * TICKS_PER_FRAME, int(e - s) * TICKS_PER_FRAME, int(p), int(v)))
+        for track in to_tracks(notes, grid, name, program, TICKS_PER_FRAME, offset, velocity=80, keep_empty=True):
             score.tracks.append(track)
     return score.dumps_midi()
 
@@ -79,7 +69,7 @@ def to_png(seed: np.ndarray, gen: np.ndarray, grid: Grid, title: str, path: Path
 
 def seeds(test: Split, L: int, n: int, seed: int) -> list[tuple[str, Notes, int]]:
     """`n` test windows with notes to seed from: (sequence id, its notes, window start frame)."""
-    windows = [(i, notes, a) for i, notes in test.notes() for a in range(0, notes.n_frames - 2 * L + 1, L)
+    windows = [(i, notes, a) for i, notes in test.notes() for a in window_starts(notes.n_frames, L, L)
                if len(window_notes(notes, a, a + L))]
     if not windows:
         raise SystemExit("generate: no test window with notes to seed from")

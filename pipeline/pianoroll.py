@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from symusic import Note, Track
 
 from pipeline import gm
 from pipeline.midi import TrackNotes
@@ -140,3 +141,25 @@ def from_roll(roll: np.ndarray, onset: np.ndarray | None = None) -> Notes:
     en_k, en_t = np.nonzero(ends.T)  # key-major: the i-th start pairs with the i-th end
     order = np.lexsort((st_k, st_t))
     return Notes(st_k[order].astype(np.uint8), st_t[order].astype(np.int32), en_t[order].astype(np.int32))
+
+
+def to_tracks(notes: Notes, grid: Grid, name: str = "", program: int = 0, ticks_per_frame: int = 1,
+              offset: int = 0, velocity: int = 100, keep_empty: bool = False) -> list[Track]:
+    """Notes as symusic tracks: the pitched keys on `program`, the drum classes (if any) as their GM pitches
+    on a drum track (channel 10). `offset` frames are added to every time; `velocity` stands in when the
+    notes carry none. The pitched track is kept even when empty with `keep_empty`."""
+    drum = grid.is_drum_key(notes.key)
+    pitch = grid.midi_pitch(notes.key)
+    vel = notes.velocity if notes.velocity is not None else np.full(len(notes), velocity)
+    tracks = []
+    for is_drum in (False, True):
+        m = drum == is_drum
+        if not m.any() and (is_drum or not keep_empty):
+            continue
+        label = (f"{name} drums" if name else "") if is_drum else name
+        track = Track(name=label, program=0 if is_drum else program, is_drum=is_drum)
+        track.notes = Note.from_numpy(((notes.start[m] + offset) * ticks_per_frame).astype(np.int32),
+                                      ((notes.end[m] - notes.start[m]) * ticks_per_frame).astype(np.int32),
+                                      pitch[m].astype(np.int8), np.asarray(vel)[m].astype(np.int8))
+        tracks.append(track)
+    return tracks

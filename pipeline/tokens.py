@@ -11,10 +11,10 @@ from pathlib import Path
 
 import miditok
 import numpy as np
-from symusic import Note, Score, Track
+from symusic import Score
 
 from pipeline import gm
-from pipeline.pianoroll import Grid, Notes
+from pipeline.pianoroll import Grid, Notes, to_tracks
 
 TOKENIZERS = {"REMI": miditok.REMI, "TSD": miditok.TSD, "MIDILike": miditok.MIDILike}
 SPECIAL = ["PAD", "BOS", "EOS"]
@@ -44,16 +44,7 @@ def load(path: Path) -> miditok.MusicTokenizer:
 def to_score(notes: Notes, grid: Grid) -> Score:
     """Notes as a score whose ticks are frames: one pitched track (program 0) and, if any, one drum track."""
     score = Score(int(grid.steps))
-    drum = grid.is_drum_key(notes.key)
-    pitch = grid.midi_pitch(notes.key)
-    vel = notes.velocity if notes.velocity is not None else np.full(len(notes), 100)
-    for is_drum in (False, True):
-        m = drum == is_drum
-        if not m.any():
-            continue
-        track = Track(program=0, is_drum=is_drum)
-        track.notes = Note.from_numpy(notes.start[m].astype(np.int32), (notes.end[m] - notes.start[m]).astype(np.int32),
-                                      pitch[m].astype(np.int8), np.asarray(vel)[m].astype(np.int8))
+    for track in to_tracks(notes, grid):
         score.tracks.append(track)
     return score
 
