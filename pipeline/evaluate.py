@@ -1,16 +1,19 @@
-"""Stage `evaluate`: metrics on the test split, each beside the repeat-the-last-frame baseline.
+"""Stage `evaluate`: metrics on the test split, each beside trivial baselines on the same windows.
 
 Protocols on the same windows (seq_len frames of input, the next seq_len frames as target):
+- next_frame (piano rolls): the decoder sees the true previous frames (teacher forcing), the classic protocol;
 - continuation: the model continues the input window on its own output, as in generation; token models have
   their output decoded to notes on the grid, so the figures mean the same for both representations;
-- next_frame (piano rolls): the decoder sees the true previous frames (teacher forcing), the classic protocol;
 - next_token (tokens): teacher-forced next-token NLL and accuracy, beside the training set's token frequencies.
-The baseline's NLL uses the training set's rate of cells that differ from the frame it repeats, so it is a
-proper probabilistic model and not an infinitely bad one. Frame metrics count a cell as sounding when its
-sustain or onset cell is on.
+Every predictor is scored at `evaluate.threshold` and at the threshold `calibrate` chose on valid ("_tuned").
+Baselines: repeat_last (the last frame again) and pitch_frequency (each key at its training frequency).
+`versus_repeat_last` holds the model's margins over repeat_last: a negative one means the model lost.
+`music` compares statistics of the `generate` samples with as many real test windows of the same length.
 """
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -18,66 +21,74 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pipeline import calibrate, music
 from pipeline import params as P
 from pipeline import runtime
 from pipeline.atomic import write_json
+from pipeline.baselines import PROTOCOLS, repeat_last, repeat_last_probs
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
 from pipeline.dataset import Split, Windows, data_dir, grid_of, window_starts
-from pipeline.metrics import FrameCounts, nll_from_logits, nll_from_probs, sounding
+from pipeline.metrics import FrameCounts, Sweep, nll_from_logits, nll_from_probs, onsets, sounding, sounding_prob
 from pipeline.pianoroll import densify
 from pipeline.rollout import continue_tokens, window_notes
 
 OUT = Path("metrics/eval.json")
+PR_CURVE = Path("metrics/pr_curve.json")
+SAMPLES = Path("data/samples/index.json")
 
 
-def repeat_last(x: torch.Tensor, y: torch.Tensor, protocol: str) -> torch.Tensor:
-    """What the baseline predicts for each target frame."""
-    if protocol == "next_frame":
-        return torch.cat([x[:, -1:], y[:, :-1]], dim=1)
-    return x[:, -1:].expand_as(y)
+def _add(counts: FrameCounts, decided: torch.Tensor, y: torch.Tensor, prev: torch.Tensor, k: int,
+         nll: float = 0.0) -> None:
+    """Score decided frames against the true ones `y` (both full frames; `prev`: the frame before them)."""
+    counts.add(sounding(decided, k), sounding(y, k), nll, onsets(decided, prev, k), onsets(y, prev, k))
 
 
-@torch.no_grad()
-def baseline_flip_rates(windows, n_keys: int, protocols=("next_frame", "continuation")) -> dict[str, float]:
-    """Per protocol, the share of cells where the repeated frame is wrong, on train windows (one pass)."""
-    wrong, total = dict.fromkeys(protocols, 0), 0
-    for x, y in windows:
-        x, y = sounding(x, n_keys).float(), sounding(y, n_keys).float()
-        for pr in protocols:
-            wrong[pr] += int((repeat_last(x, y, pr) != y).sum())
-        total += y.numel()
-    return {pr: min(max(wrong[pr] / max(total, 1), 1e-6), 0.5) for pr in protocols}
-
-
-def _baseline(counts: FrameCounts, x: torch.Tensor, y: torch.Tensor, protocol: str, flip: float) -> None:
-    base = repeat_last(x, y, protocol)
-    probs = base * (1 - flip) + (1 - base) * flip
-    counts.add(base > 0.5, y, nll_from_probs(probs, y))
+def score_baselines(counts, x: torch.Tensor, y: torch.Tensor, cal: dict, fixed: float, k: int,
+                    protocols=PROTOCOLS) -> None:
+    base = cal["baselines"]
+    freq = torch.tensor(base["key_frequency"], device=y.device).expand_as(y)
+    freq_nll = nll_from_probs(freq[..., :k], y[..., :k])
+    for pr in protocols:
+        nll = nll_from_probs(repeat_last_probs(x, y, pr, base["flip_rate"][pr], k), sounding(y, k).float())
+        _add(counts[pr, "repeat_last"], repeat_last(x, y, pr), y, x[:, -1:], k, nll)
+        for name, t in (("pitch_frequency", fixed), ("pitch_frequency_tuned", base["frequency_threshold"])):
+            _add(counts[pr, name], freq > t, y, x[:, -1:], k, freq_nll)
 
 
 @torch.no_grad()
-def evaluate_rolls(model, loader: DataLoader, flip: dict, threshold: float, device) -> dict:
+def evaluate_rolls(model, loader: DataLoader, cal: dict, fixed: float, device) -> tuple[dict, Sweep]:
     k = model.cfg.n_keys
-    protocols = ("next_frame", "continuation")
-    counts = {(pr, who): FrameCounts() for pr in protocols for who in ("model", "repeat_last")}
+    counts, sweep = defaultdict(FrameCounts), Sweep()
     model.to(device)
     for x, y in tqdm(loader, desc="evaluate", unit="batch", leave=False):
         x, y = x.to(device), y.to(device)
-        true = sounding(y, k).float()
-        for pr in protocols:
-            logits = model(x, y) if pr == "next_frame" else model(x, steps=y.size(1), threshold=threshold)
-            # NLL over the sustain plane: a proper per-cell likelihood of what sounds, as in the literature
-            counts[pr, "model"].add(sounding(torch.sigmoid(logits) > threshold, k), true,
-                                    nll_from_logits(logits[..., :k], y[..., :k]))
-            _baseline(counts[pr, "repeat_last"], sounding(x, k).float(), true, pr, flip[pr])
-    return {pr: {who: counts[pr, who].summary() for who in ("model", "repeat_last")} for pr in protocols}
+        logits = model(x, y)
+        probs = torch.sigmoid(logits)
+        sweep.add(sounding_prob(probs, k), sounding(y, k))
+        # NLL over the sustain plane: a proper per-cell likelihood of what sounds, as in the literature
+        nll = nll_from_logits(logits[..., :k], y[..., :k])
+        for name, t in (("model", fixed), ("model_tuned", cal["threshold"])):
+            _add(counts["next_frame", name], probs > t, y, x[:, -1:], k, nll)
+            free = model(x, steps=y.size(1), threshold=t)
+            _add(counts["continuation", name], torch.sigmoid(free) > t, y, x[:, -1:], k,
+                 nll_from_logits(free[..., :k], y[..., :k]))
+        score_baselines(counts, x, y, cal, fixed, k)
+    return _table(counts), sweep
+
+
+def _table(counts) -> dict:
+    out: dict = defaultdict(dict)
+    for (pr, who), c in sorted(counts.items()):
+        out[pr][who] = c.summary()
+    return dict(out)
 
 
 @torch.no_grad()
-def evaluate_tokens(model, split: Split, train: Split, flip: float, batch_size: int, device) -> tuple[dict, int]:
+def evaluate_tokens(model, split: Split, train: Split, cal: dict, fixed: float, batch_size: int,
+                    device) -> tuple[dict, int]:
     """The token protocols, and how many frame windows the continuation scored."""
-    L, grid = model.cfg.seq_len, grid_of(split.meta)
+    L, grid, k = model.cfg.seq_len, grid_of(split.meta), split.meta["n_keys"]
     model.to(device)
     # next_token: teacher-forced, beside the unigram model of the training tokens
     freq = np.bincount(np.concatenate([ids for _, ids in train]), minlength=model.cfg.n_features).astype(float)
@@ -98,18 +109,18 @@ def evaluate_tokens(model, split: Split, train: Split, flip: float, batch_size: 
     next_token = {who: {"nll_per_token": nll[who] / max(n, 1), "accuracy": right[who] / max(n, 1)}
                   for who in ("model", "unigram")}
     # continuation, on frame windows of the decoded test sequences
-    counts = {"model": FrameCounts(), "repeat_last": FrameCounts()}
+    counts: dict = defaultdict(FrameCounts)
     batch: list = []
 
     def flush():
         seeds = [window_notes(notes, a, a + L) for notes, a in batch]
         gens = continue_tokens(model, split.tokenizer, grid, seeds, L, L, pad, device)
         for (notes, a), gen in zip(batch, gens):
-            true = torch.from_numpy(densify(notes, grid.n_keys, a + L, a + 2 * L)).float()[None]
-            pred = torch.from_numpy(densify(gen, grid.n_keys, 0, L)).float()[None]
-            counts["model"].add(pred > 0.5, true)
-            last = torch.from_numpy(densify(notes, grid.n_keys, a + L - 1, a + L)).float()[None]
-            _baseline(counts["repeat_last"], last, true, "continuation", flip)
+            w = torch.from_numpy(densify(notes, k, a, a + 2 * L, onsets=True)).float()[None]
+            x, y = w[:, :L], w[:, L:]
+            pred = torch.from_numpy(densify(gen, k, 0, L, onsets=True)).float()[None]
+            _add(counts["continuation", "model"], pred, y, x[:, -1:], k)
+            score_baselines(counts, x, y, cal, fixed, k, ("continuation",))
         batch.clear()
 
     for _, notes in tqdm(split.notes(), desc="evaluate (continuation)", unit="sequence", leave=False):
@@ -119,26 +130,52 @@ def evaluate_tokens(model, split: Split, train: Split, flip: float, batch_size: 
                 flush()
     if batch:
         flush()
-    continuation = {who: c.summary() for who, c in counts.items()}
-    continuation["model"]["nll_per_frame"] = None  # a token model gives no per-cell probability
-    return {"next_token": next_token, "continuation": continuation}, counts["model"].frames // L
+    table = _table(counts)
+    table["continuation"]["model"]["nll_per_frame"] = None  # a token model gives no per-cell probability
+    return {"next_token": next_token, **table}, counts["continuation", "model"].frames // L
 
 
-class _FrameWindows:
-    """Train frame windows of a token dataset (decoded), for the baseline's flip rate."""
+def real_windows(test: Split, frames: int, n: int, seed: int) -> list:
+    """`n` test windows of `frames` frames, drawn uniformly (reservoir sampling: the split is streamed)."""
+    rng, chosen, seen = np.random.default_rng(seed), [], 0
+    for _, notes in test.notes():
+        for a in window_starts(notes.n_frames, frames, frames):
+            seen += 1
+            if len(chosen) < n:
+                chosen.append(window_notes(notes, a, a + frames))
+            elif (j := rng.integers(seen)) < n:
+                chosen[j] = window_notes(notes, a, a + frames)
+    return chosen
 
-    def __init__(self, split: Split, L: int, limit: int = 2000):
-        self.split, self.L, self.limit = split, L, limit
 
-    def __iter__(self):
-        grid, n = grid_of(self.split.meta), 0
-        for _, notes in self.split.notes():
-            for a in window_starts(notes.n_frames, self.L, self.L):
-                w = torch.from_numpy(densify(notes, grid.n_keys, a, a + 2 * self.L)).float()[None]
-                yield w[:, :self.L], w[:, self.L:]
-                n += 1
-                if n >= self.limit:
-                    return
+def music_section(test: Split, index: list[dict], seed: int) -> dict:
+    """The samples' statistics beside those of as many real test windows of the same length."""
+    grid, frames = grid_of(test.meta), index[0]["generated_frames"]
+    real = [music.describe(w, grid, frames) for w in real_windows(test, frames, len(index), seed)]
+    return {"samples": len(index), "silent_samples": sum(s["generated_notes"] == 0 for s in index),
+            "real_windows": len(real), "frames": frames,
+            **music.compare([s["music"] for s in index], real)}
+
+
+def margins(report: dict) -> dict:
+    """How far the model is ahead of repeat_last (F1: higher is better; NLL: lower is better)."""
+    out = {}
+    for pr in PROTOCOLS:
+        if "model" not in report.get(pr, {}):
+            continue
+        m, b = report[pr]["model"], report[pr]["repeat_last"]
+        out[f"{pr}_f1"] = m["f1"] - b["f1"]
+        out[f"{pr}_onset_f1"] = m["onset_f1"] - b["onset_f1"]
+        if m.get("nll_per_frame") is not None:
+            out[f"{pr}_nll"] = b["nll_per_frame"] - m["nll_per_frame"]
+    return out
+
+
+def pr_rows(sweep: Sweep, every: int = 10) -> list[dict]:
+    t, prec, rec, _ = sweep.curve()
+    keep = slice(every - 1, None, every)
+    return [{"threshold": round(float(a), 4), "precision": float(b), "recall": float(c)}
+            for a, b, c in zip(t[keep], prec[keep], rec[keep])]
 
 
 def main() -> None:
@@ -147,25 +184,34 @@ def main() -> None:
     d = data_dir()
     test, train = Split(d, "test"), Split(d, "train")
     model = load_model(test.meta)
-    L, device = model.cfg.seq_len, runtime.device("auto")
+    cal = calibrate.load()
+    if not SAMPLES.exists():
+        raise FileNotFoundError(f"{SAMPLES} is missing: run `dvc repro generate` first")
+    index = json.loads(SAMPLES.read_text())["samples"]
+    L, device, fixed = model.cfg.seq_len, runtime.device("auto"), p.evaluate.threshold
     if test.meta["kind"] == "tokens":
-        flip = baseline_flip_rates(_FrameWindows(train, L), test.meta["n_keys"], ("continuation",))
-        result, n_windows = evaluate_tokens(model, test, train, flip["continuation"], p.evaluate.batch_size, device)
+        result, n_windows = evaluate_tokens(model, test, train, cal, fixed, p.evaluate.batch_size, device)
+        rows = []
     else:
         windows = Windows(test, L, L)
         n_windows = len(windows)
         if n_windows == 0:
             raise SystemExit(f"evaluate: no test sequence is {2 * L} frames long")
-        flip = baseline_flip_rates(DataLoader(Windows(train, L, L), batch_size=p.evaluate.batch_size),
-                                   test.meta["n_keys"])
-        result = evaluate_rolls(model, DataLoader(windows, batch_size=p.evaluate.batch_size), flip,
-                                p.evaluate.threshold, device)
-    report = {"kind": test.meta["kind"], "threshold": p.evaluate.threshold, "test_windows": n_windows,
-              "window_frames": L, **result}
+        result, sweep = evaluate_rolls(model, DataLoader(windows, batch_size=p.evaluate.batch_size), cal, fixed,
+                                       device)
+        rows = pr_rows(sweep)
+    report = {"kind": test.meta["kind"], "test_windows": n_windows, "window_frames": L,
+              "thresholds": {"fixed": fixed, "tuned": cal["threshold"], "tuned_valid_f1": cal["valid_f1"],
+                             "pitch_frequency_tuned": cal["baselines"]["frequency_threshold"]},
+              **result, "music": music_section(test, index, p.seed)}
+    report["versus_repeat_last"] = margins(report)
     write_json(OUT, report)
+    write_json(PR_CURVE, rows)
     c, cb = result["continuation"]["model"], result["continuation"]["repeat_last"]
+    lost = [k for k, v in report["versus_repeat_last"].items() if v <= 0]
     print(f"evaluate: {n_windows} test windows ({test.meta['kind']}); continuation F1 {c['f1']:.3f} "
-          f"(repeat-last {cb['f1']:.3f}), density {c['density_pred']:.2f} (true {c['density_true']:.2f}) -> {OUT}")
+          f"(repeat-last {cb['f1']:.3f}), density {c['density_pred']:.2f} (true {c['density_true']:.2f}) -> {OUT}"
+          + (f"\nWARNING: the model does not beat repeat-last on {', '.join(lost)}" if lost else ""))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Stage `generate`: continue real test windows and write each sample as MIDI and as a piano-roll PNG.
+"""Stage `generate`: continue real test windows (or silence) and write each sample as MIDI and a piano-roll PNG.
 
 The seed and the continuation are separate MIDI tracks ("seed", "generated") and separate colours in the
 picture, so what the model wrote is never confused with what it was given. Pitched notes play on the program
-most used in the training data; drum classes go to a drum track (channel 10) as their GM pitches.
+most used in the training data; drum classes go to a drum track (channel 10) as their GM pitches. A sample
+whose continuation has no notes gets no MIDI file (its picture and index entry say so): an empty MIDI file
+would pass for a sample. Every MIDI file is read back before it is kept. `index.json` holds each sample's
+music statistics (pipeline/music.py), which `evaluate` compares with real music.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import numpy as np
 import torch
 from symusic import Score, Tempo
 
+from pipeline import calibrate, music
 from pipeline import params as P
 from pipeline import runtime
 from pipeline.atomic import atomic_path, write_json
@@ -19,10 +23,12 @@ from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
 from pipeline.dataset import Split, data_dir, grid_of, window_starts
 from pipeline.pianoroll import Grid, Notes, densify, from_roll, to_tracks
-from pipeline.rollout import continue_roll, continue_tokens, window_notes
+from pipeline.rollout import EMPTY, continue_roll, continue_tokens, window_notes
+from pipeline.sampling import Sampler
 
 OUT = Path("data/samples")
 TICKS_PER_FRAME = 120
+TEMPO_BPM = {False: 120.0, True: 60.0}  # beat grid: 120 bpm; absolute grid: 60 bpm, so a beat is a second
 
 
 def roll_notes(frames: np.ndarray, n_keys: int) -> Notes:
@@ -33,13 +39,34 @@ def roll_notes(frames: np.ndarray, n_keys: int) -> Notes:
 
 
 def to_midi(parts: list[tuple[str, Notes, int]], grid: Grid, program: int) -> bytes:
-    """One pitched and one drum track per (name, notes, frame offset) part."""
+    """One pitched and one drum track per (name, notes, frame offset) part with notes; read back to check."""
     score = Score(int(grid.steps) * TICKS_PER_FRAME)
-    score.tempos.append(Tempo(0, 60.0 if grid.steps_per_second else 120.0))  # 60 bpm: a beat is a second
+    score.tempos.append(Tempo(0, TEMPO_BPM[bool(grid.steps_per_second)]))
     for name, notes, offset in parts:
-        for track in to_tracks(notes, grid, name, program, TICKS_PER_FRAME, offset, velocity=80, keep_empty=True):
+        for track in to_tracks(notes, grid, name, program, TICKS_PER_FRAME, offset, velocity=80):
             score.tracks.append(track)
-    return score.dumps_midi()
+    data = score.dumps_midi()
+    back = Score.from_midi(data)
+    if sum(len(t.notes) for t in back.tracks) != sum(len(n) for _, n, _ in parts):
+        raise RuntimeError("generate: a written MIDI file does not read back with its notes")
+    return data
+
+
+def length_frames(length: float, unit: str, grid: Grid) -> int:
+    """Frames for `length` beats or seconds, at the tempo the samples are written with."""
+    beats_per_second = TEMPO_BPM[bool(grid.steps_per_second)] / 60
+    frames_per_beat = grid.steps_per_second / beats_per_second if grid.steps_per_second else grid.steps_per_beat
+    beats = length if unit == "beats" else length * beats_per_second
+    return max(1, round(beats * frames_per_beat))
+
+
+def sampler_of(g: P.GenerateParams, meta: dict, device) -> Sampler:
+    threshold = g.threshold
+    if threshold == "auto":
+        threshold = calibrate.load()["threshold"] if meta["kind"] != "tokens" else 0.5
+    gen = torch.Generator(device=device)
+    gen.manual_seed(0)
+    return Sampler(g.sampling, threshold, g.temperature, g.top_k, meta["kind"] == "tokens", meta["n_keys"], gen)
 
 
 def to_png(seed: np.ndarray, gen: np.ndarray, grid: Grid, title: str, path: Path) -> None:
@@ -79,37 +106,50 @@ def seeds(test: Split, L: int, n: int, seed: int) -> list[tuple[str, Notes, int]
 
 def main() -> None:
     p = P.load()
+    g = p.generate
     runtime.setup(p.seed)
     d = data_dir()
     test = Split(d, "test")
     meta, grid = test.meta, grid_of(test.meta)
     model = load_model(meta)
-    L, steps, device = model.cfg.seq_len, p.generate.steps, runtime.device("auto")
+    L, device = model.cfg.seq_len, runtime.device("auto")
+    steps = length_frames(g.length, g.unit, grid)
+    sampler = sampler_of(g, meta, device)
     model.to(device)
+    primes = (seeds(test, L, g.n_samples, p.seed) if g.prime == "test"
+              else [("silence", EMPTY, 0)] * g.n_samples)
     index = []
     with atomic_path(OUT) as tmp:
-        tmp.mkdir(parents=True)
-        for i, (piece, notes, a) in enumerate(seeds(test, L, p.generate.n_samples, p.seed)):
-            seed_notes = window_notes(notes, a, a + L)
+        (tmp / "rolls").mkdir(parents=True)
+        for i, (piece, notes, a) in enumerate(primes):
+            seed_notes = window_notes(notes, a, a + L) if len(notes) else EMPTY
             if meta["kind"] == "tokens":
                 gen = continue_tokens(model, test.tokenizer, grid, [seed_notes], L, steps, meta["pad_id"], device,
-                                      max_windows=max(8, 4 * steps // L))[0]
+                                      max_windows=max(8, 4 * steps // L), sampler=sampler)[0]
             else:
-                x = torch.from_numpy(densify(notes, grid.n_keys, a, a + L, onsets=meta["onsets"])).float()[None]
-                frames = continue_roll(model, x.to(device), steps, p.generate.threshold)[0].cpu().numpy().astype(bool)
+                x = torch.from_numpy(densify(seed_notes, grid.n_keys, 0, L, onsets=meta["onsets"])).float()[None]
+                frames = continue_roll(model, x.to(device), steps, sampler)[0].cpu().numpy().astype(bool)
                 gen = roll_notes(frames, grid.n_keys)
             name = f"sample_{i:03d}"
-            (tmp / f"{name}.mid").write_bytes(to_midi([("seed", seed_notes, 0), ("generated", gen, L)], grid,
-                                                      meta["program"]))
+            midi = None
+            if len(gen):
+                midi = f"{name}.mid"
+                (tmp / midi).write_bytes(to_midi([("seed", seed_notes, 0), ("generated", gen, L)], grid,
+                                                 meta["program"]))
             to_png(densify(seed_notes, grid.n_keys, 0, L), densify(gen, grid.n_keys, 0, steps), grid,
-                   f"{name} from {piece}", tmp / f"{name}.png")
-            index.append({"name": name, "seed_from": piece, "seed_start_frame": int(a), "seed_frames": L,
+                   f"{name} from {piece}" + ("" if len(gen) else " (no notes generated)"), tmp / "rolls" / f"{name}.png")
+            index.append({"name": name, "midi": midi, "png": f"rolls/{name}.png", "seed_from": piece,
+                          "seed_start_frame": int(a), "seed_frames": L, "seed_notes": len(seed_notes),
                           "generated_frames": steps, "generated_notes": len(gen),
-                          "generated_density": float(densify(gen, grid.n_keys, 0, steps).sum(1).mean())})
-        write_json(tmp / "index.json", index)
-    silent = sum(s["generated_notes"] == 0 for s in index)
-    print(f"generate: {len(index)} samples of {steps} frames ({meta['kind']}) -> {OUT}"
-          + (f"; {silent} generated no notes" if silent else ""))
+                          "music": music.finite(music.describe(gen, grid, steps))})
+        write_json(tmp / "index.json", {"program": meta["program"], "prime": g.prime, "sampling": g.sampling,
+                                        "threshold": None if sampler.tokens else sampler.threshold,
+                                        "temperature": g.temperature,
+                                        "samples": index})
+    silent = [s["name"] for s in index if s["generated_notes"] == 0]
+    print(f"generate: {len(index)} samples of {steps} frames ({meta['kind']}, {g.sampling} sampling, prime "
+          f"{g.prime}) -> {OUT}" + (f"; NO NOTES generated in {len(silent)}: {', '.join(silent)} (no MIDI "
+                                    "written for those)" if silent else ""))
 
 
 if __name__ == "__main__":

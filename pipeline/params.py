@@ -222,14 +222,31 @@ class TrainParams(_Strict):
 
 
 class EvaluateParams(_Strict):
-    threshold: float = Field(0.5, gt=0, lt=1)
+    threshold: float = Field(0.5, gt=0, lt=1, description="fixed decision threshold (beside the tuned one)")
     batch_size: int = Field(256, ge=1)
 
 
 class GenerateParams(_Strict):
-    n_samples: int = Field(4, ge=1)
-    steps: int = Field(64, ge=1)
-    threshold: float = Field(0.5, gt=0, lt=1)
+    n_samples: int = Field(8, ge=1)
+    prime: Literal["test", "empty"] = "test"  # seed from a real test window, or from silence
+    length: float = Field(16, gt=0)
+    unit: Literal["beats", "seconds"] = "beats"
+    sampling: Literal["threshold", "bernoulli", "topk"] = "threshold"
+    threshold: Union[Literal["auto"], float] = "auto"  # auto: the threshold that maximises valid F1
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(8, ge=1, description="cells (tokens) per frame (step) that topk sampling draws from")
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold(cls, v):
+        if v == "auto" or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1):
+            return v
+        raise ValueError(f"must be 'auto' or a number in (0, 1), got {v!r}")
+
+
+class RenderParams(_Strict):
+    soundfont: str = "/usr/share/sounds/sf2/FluidR3_GM.sf2"  # Debian's fluid-soundfont-gm
+    sample_rate: int = Field(22050, ge=8000, le=96000)
 
 
 class Params(_Strict):
@@ -244,6 +261,7 @@ class Params(_Strict):
     train: TrainParams = TrainParams()
     evaluate: EvaluateParams = EvaluateParams()
     generate: GenerateParams = GenerateParams()
+    render: RenderParams = RenderParams()
 
 
 def _format(err: ValidationError, origin: str) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from pipeline.pianoroll import Grid, Notes
+from pipeline.sampling import Sampler, recording
 
 EMPTY = Notes(np.zeros(0, np.uint8), np.zeros(0, np.int32), np.zeros(0, np.int32))
 
@@ -24,26 +25,29 @@ def window_notes(notes: Notes, a: int, b: int) -> Notes:
 
 
 @torch.no_grad()
-def continue_roll(model, seed: torch.Tensor, steps: int, threshold: float) -> torch.Tensor:
-    """`steps` frames after `seed` (batch, seq_len, features), decoded a window at a time."""
-    seq_len = model.cfg.seq_len
+def continue_roll(model, seed: torch.Tensor, steps: int, sampler=None) -> torch.Tensor:
+    """`steps` frames after `seed` (batch, seq_len, features), decoded a window at a time; each frame is the
+    one `sampler` fed back (default: threshold 0.5)."""
+    seq_len, sampler = model.cfg.seq_len, sampler or Sampler(n_keys=model.cfg.n_keys)
     frames = seed
     while frames.size(1) < seed.size(1) + steps:
         n = min(seq_len, seed.size(1) + steps - frames.size(1))
-        logits = model(frames[:, -seq_len:], steps=n, threshold=threshold)
-        frames = torch.cat([frames, model.decide(logits, threshold)], dim=1)
+        decide, taken = recording(sampler)
+        model(frames[:, -seq_len:], steps=n, decide=decide)
+        frames = torch.cat([frames, torch.cat(taken, dim=1).to(frames.dtype)], dim=1)
     return frames[:, seed.size(1):]
 
 
 @torch.no_grad()
 def continue_tokens(model, tokenizer, grid: Grid, seeds: list[Notes], seed_frames: int, frames: int,
-                    pad_id: int, device, max_windows: int = 8) -> list[Notes]:
+                    pad_id: int, device, max_windows: int = 8, sampler=None) -> list[Notes]:
     """Per seed (notes in frames [0, seed_frames)), the notes the model writes in [seed_frames,
     seed_frames + frames): token windows are generated until the decoded music passes that span (or after
-    `max_windows` windows), then decoded with the seed so times are absolute."""
+    `max_windows` windows), then decoded with the seed so times are absolute. Tokens are chosen by `sampler`
+    (default: the most likely one)."""
     from pipeline import tokens
 
-    L = model.cfg.seq_len
+    L, sampler = model.cfg.seq_len, sampler or Sampler(tokens=True)
     ids = [list(tokens.encode(tokenizer, s, grid)) for s in seeds]
     done = [False] * len(seeds)
     out = [EMPTY] * len(seeds)
@@ -56,7 +60,9 @@ def continue_tokens(model, tokenizer, grid: Grid, seeds: list[Notes], seed_frame
             tail = ids[i][-L:]
             if tail:
                 ctx[row, L - len(tail):] = torch.tensor(tail)
-        gen = model.decide(model(ctx.to(device), steps=L)).cpu().numpy()
+        decide, taken = recording(sampler)
+        model(ctx.to(device), steps=L, decide=decide)
+        gen = torch.cat(taken, dim=1).cpu().numpy()
         for row, i in enumerate(todo):
             ids[i] += gen[row].tolist()
             notes = tokens.decode(tokenizer, ids[i], grid)

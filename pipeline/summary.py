@@ -6,6 +6,10 @@ import sys
 from pathlib import Path
 
 
+def _f(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
+
+
 def lines(r: dict) -> list[str]:
     out = []
     for protocol in ("next_frame", "continuation"):
@@ -17,6 +21,16 @@ def lines(r: dict) -> list[str]:
                if m.get("nll_per_frame") is not None else f"repeat-last NLL {b['nll_per_frame']:.2f} nats/frame")
         out.append(f"{protocol:>12}: F1 {m['f1']:.3f} (repeat-last {b['f1']:.3f}, model {verdict} it) | "
                    f"density predicted {m['density_pred']:.2f} vs true {m['density_true']:.2f} notes/frame | {nll}")
+    t = r.get("thresholds", {})
+    if t.get("tuned") is not None and "model_tuned" in r.get("next_frame", {}):
+        out.append(f"{'tuned':>12}: threshold {t['tuned']:.3f} (best valid F1 {t['tuned_valid_f1']:.3f}): next-frame F1 "
+                   f"{r['next_frame']['model_tuned']['f1']:.3f}, continuation F1 {r['continuation']['model_tuned']['f1']:.3f}")
+    if "music" in r:
+        m = r["music"]
+        shown = [(k, m["generated"][k], m["real"][k]) for k in ("pitch_classes_used", "pitch_class_entropy",
+                 "polyphony", "empty_beat_rate", "groove_consistency")]
+        pairs = ", ".join(f"{k} {_f(g)} vs {_f(v)}" for k, g, v in shown)
+        out.append(f"{'music':>12}: generated vs real ({m['samples']} samples, {m['silent_samples']} silent): {pairs}")
     if "next_token" in r:
         m, u = r["next_token"]["model"], r["next_token"]["unigram"]
         out.append(f"{'next_token':>12}: NLL {m['nll_per_token']:.3f} nats/token, accuracy {m['accuracy']:.3f} "
@@ -29,6 +43,8 @@ def main() -> None:
     if not path.exists():
         sys.exit("no metrics/eval.json yet: run `dvc repro`")
     print("\n".join(lines(json.loads(path.read_text()))))
+    if Path("data/report.html").exists():
+        print(f"{'report':>12}: open data/report.html in a browser (pictures, audio, MIDI of every sample)")
 
 
 if __name__ == "__main__":

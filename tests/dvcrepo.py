@@ -66,5 +66,5 @@ TINY = {
     "model": {"hidden": 16, "layers": 1, "dropout": 0.0},
     "train": {"seq_len": 8, "stride": 8, "epochs": 2, "batch_size": 16, "patience": 0},
     "evaluate": {"batch_size": 64},
-    "generate": {"n_samples": 2, "steps": 12},
+    "generate": {"n_samples": 2, "length": 3},
 }

@@ -49,6 +49,11 @@ def test_params_yaml_spells_out_every_key_of_the_schema():
     ({"represent": {"transpose": [2, 5]}}, "represent", "-12 <= low <= 0 <= high <= 12"),
     ({"train": {"lr_schedule": "step"}}, "train.lr_schedule", "'constant', 'cosine' or 'plateau'"),
     ({"train": {"processes": 0}}, "train.processes", "greater than or equal to 1"),
+    ({"generate": {"threshold": 1.5}}, "generate.threshold", "'auto' or a number in (0, 1)"),
+    ({"generate": {"threshold": "high"}}, "generate.threshold", "'auto'"),
+    ({"generate": {"sampling": "nucleus"}}, "generate.sampling", "'threshold', 'bernoulli' or 'topk'"),
+    ({"generate": {"unit": "bars"}}, "generate.unit", "'beats' or 'seconds'"),
+    ({"generate": {"temperature": 0}}, "generate.temperature", "greater than 0"),
 ])
 def test_invalid_params_name_the_key_and_the_reason(raw, key, words):
     with pytest.raises(P.ParamsError) as err:

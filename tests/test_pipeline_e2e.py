@@ -41,7 +41,8 @@ def test_invalid_params_fail_before_any_work(repo):
 
 def test_repro_builds_every_output_then_an_experiment_reruns_only_the_model(repo):
     first = dvc(repo, "repro").stdout
-    for stage in ("acquire@music21", "acquire@local", "prepare", "convert", "train", "evaluate", "generate"):
+    for stage in ("acquire@music21", "acquire@local", "prepare", "convert", "train", "calibrate", "generate",
+                  "evaluate", "render", "report"):
         assert f"Running stage '{stage}'" in first
 
     for src in ("music21", "local"):
@@ -59,14 +60,22 @@ def test_repro_builds_every_output_then_an_experiment_reruns_only_the_model(repo
     assert ckpt["config"]["hidden"] == 16 and "state_dict" in ckpt
     ev = json.loads((repo / "metrics/eval.json").read_text())
     for protocol in ("next_frame", "continuation"):
-        for who in ("model", "repeat_last"):
-            assert {"precision", "recall", "f1", "density_pred", "density_true", "nll_per_frame"} <= set(
-                ev[protocol][who])
+        for who in ("model", "model_tuned", "repeat_last", "pitch_frequency", "pitch_frequency_tuned"):
+            assert {"precision", "recall", "f1", "f1_macro", "onset_f1", "accuracy", "density_pred", "density_true",
+                    "density_gap", "nll_per_frame"} <= set(ev[protocol][who])
+    assert 0 < ev["thresholds"]["tuned"] < 1 and ev["thresholds"]["fixed"] == 0.5
+    assert {"next_frame_f1", "next_frame_nll", "continuation_f1"} <= set(ev["versus_repeat_last"])
+    assert ev["music"]["samples"] == 2 and set(ev["music"]["gap"]) == set(ev["music"]["real"])
+    curve = json.loads((repo / "metrics/pr_curve.json").read_text())
+    assert len(curve) == 99 and curve[0]["recall"] >= curve[-1]["recall"]
     live = json.loads((repo / "metrics/train/metrics.json").read_text())
     assert {"train", "valid"} <= set(live)
-    samples = sorted(p.name for p in (repo / "data/samples").iterdir())
-    assert samples == ["index.json", "sample_000.mid", "sample_000.png", "sample_001.mid", "sample_001.png"]
-    assert (repo / "data/samples/sample_000.png").read_bytes()[:4] == b"\x89PNG"
+    index = json.loads((repo / "data/samples/index.json").read_text())
+    assert [s["png"] for s in index["samples"]] == ["rolls/sample_000.png", "rolls/sample_001.png"]
+    assert (repo / "data/samples/rolls/sample_000.png").read_bytes()[:4] == b"\x89PNG"
+    for s in index["samples"]:  # a MIDI file exactly for the samples with notes
+        assert (s["midi"] is not None) == (s["generated_notes"] > 0) == (repo / f"data/samples/{s['name']}.mid").exists()
+    assert (repo / "data/report.html").exists()
 
     again = dvc(repo, "repro").stdout
     assert "Running stage" not in again  # nothing changed, nothing runs
@@ -77,7 +86,7 @@ def test_repro_builds_every_output_then_an_experiment_reruns_only_the_model(repo
     run(repo, "git", "add", "-A")
     run(repo, "git", "commit", "-qm", "baseline run")
     exp = dvc(repo, "exp", "run", "-S", "model.hidden=24").stdout
-    for stage in ("train", "evaluate", "generate"):
+    for stage in ("train", "calibrate", "generate", "evaluate"):
         assert f"Running stage '{stage}'" in exp
     for stage in ("acquire@music21", "acquire@local", "prepare", "convert"):
         assert f"Running stage '{stage}'" not in exp
@@ -91,7 +100,7 @@ def test_token_streams_run_the_same_pipeline_with_comparable_metrics(repo):
     dvc(repo, "repro")
     rolls = json.loads((repo / "metrics/eval.json").read_text())
     exp = dvc(repo, "exp", "run", "-S", "represent.kind=tokens", "-S", "represent.tokenizer=TSD").stdout
-    for stage in ("convert", "train", "evaluate", "generate"):
+    for stage in ("convert", "train", "calibrate", "generate", "evaluate"):
         assert f"Running stage '{stage}'" in exp
     for stage in ("acquire@music21", "acquire@local", "prepare"):
         assert f"Running stage '{stage}'" not in exp
@@ -100,12 +109,14 @@ def test_token_streams_run_the_same_pipeline_with_comparable_metrics(repo):
     toks = json.loads((repo / "metrics/eval.json").read_text())
     assert (rolls["kind"], toks["kind"]) == ("pianoroll", "tokens")
     assert toks["window_frames"] == rolls["window_frames"] and toks["test_windows"] == rolls["test_windows"]
-    for who in ("model", "repeat_last"):  # the same frame metrics on the same windows
+    assert toks["thresholds"]["tuned"] is None and "model_tuned" not in toks["continuation"]
+    for who in ("model", "repeat_last", "pitch_frequency"):  # the same frame metrics on the same windows
         assert set(toks["continuation"][who]) == set(rolls["continuation"][who])
         # the same truth, up to notes held past represent.max_shift_beats, which tokens cut at that length
         assert toks["continuation"][who]["density_true"] == pytest.approx(rolls["continuation"][who]["density_true"],
                                                                           rel=0.05)
     assert {"nll_per_token", "accuracy"} <= set(toks["next_token"]["model"])
-    assert (repo / "data/samples/sample_000.mid").exists()
+    for s in json.loads((repo / "data/samples/index.json").read_text())["samples"]:
+        assert (s["midi"] is not None) == (s["generated_notes"] > 0)
     ckpt = torch.load(repo / "models/model.pt", weights_only=True)
     assert ckpt["config"]["tokens"] and ckpt["config"]["kind"] == "tokens"

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline import convert, evaluate, generate, prepare
+from pipeline import baselines, convert, generate, prepare
 from pipeline import params as P
 from pipeline.checkpoint import load_model
 from pipeline.dataset import Split, Windows, data_dir
@@ -156,9 +156,9 @@ def test_token_windows_and_transposition(tokenized):
 def test_repeat_last_baseline_shapes():
     x = torch.zeros(2, 4, 3); x[:, -1, 1] = 1
     y = torch.zeros(2, 4, 3); y[:, 0, 2] = 1
-    nf = evaluate.repeat_last(x, y, "next_frame")
+    nf = baselines.repeat_last(x, y, "next_frame")
     assert nf[0, 0, 1] == 1 and nf[0, 1, 2] == 1 and nf[0, 2].sum() == 0
-    cont = evaluate.repeat_last(x, y, "continuation")
+    cont = baselines.repeat_last(x, y, "continuation")
     assert torch.all(cont[:, :, 1] == 1) and cont[:, :, [0, 2]].sum() == 0
 
 

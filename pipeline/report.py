@@ -1,0 +1,133 @@
+"""Stage `report`: one HTML page to look at and listen to every sample, beside the run's key figures.
+
+`data/report.html` links the pictures, WAVs and MIDI files by relative paths (data/samples, data/audio), so
+it opens from the workspace (or wherever the three travel together) with no server. A line at the top says
+whether every picture and recording actually loaded in the browser, so a missing `dvc pull` shows.
+"""
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+
+from pipeline.atomic import write_bytes
+from pipeline.cli import run_stage
+
+SAMPLES, AUDIO, EVAL = Path("data/samples"), Path("data/audio"), Path("metrics/eval.json")
+OUT = Path("data/report.html")
+PREDICTORS = ("model", "model_tuned", "repeat_last", "pitch_frequency", "pitch_frequency_tuned")
+COLUMNS = (("f1", "F1"), ("f1_macro", "macro F1"), ("onset_f1", "onset F1"), ("accuracy", "accuracy"),
+           ("nll_per_frame", "NLL/frame"), ("density_pred", "density"), ("density_true", "true density"))
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th:first-child,td:first-child{text-align:left}.lost{background:#fdd}.sample{border:1px solid #ddd;padding:1em;
+margin:1em 0}.sample img{max-width:100%}.muted{color:#777}#media-status{font-weight:bold}"""
+
+# Counts the pictures and recordings that loaded, so a person (or a headless browser) sees at once if any broke.
+CHECK = """<script>
+window.addEventListener('load', () => {
+  const imgs = [...document.images], auds = [...document.querySelectorAll('audio')];
+  const okImg = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  const done = () => {
+    const okAud = auds.filter(a => a.readyState >= 1 && a.duration > 0).length;
+    const s = document.getElementById('media-status');
+    s.textContent = `${okImg} of ${imgs.length} pictures and ${okAud} of ${auds.length} recordings loaded`;
+    s.dataset.ok = String(okImg === imgs.length && okAud === auds.length);
+  };
+  let left = auds.length;
+  if (!left) return done();
+  auds.forEach(a => {
+    if (a.readyState >= 1) { if (--left === 0) done(); return; }
+    const one = () => { if (--left === 0) done(); };
+    a.addEventListener('loadedmetadata', one, {once: true});
+    a.addEventListener('error', one, {once: true});
+    a.load();
+  });
+});
+</script>"""
+
+
+def _num(v) -> str:
+    return "–" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def prediction_tables(ev: dict) -> str:
+    out = []
+    for protocol in ("next_frame", "continuation"):
+        if protocol not in ev:
+            continue
+        rows = ev[protocol]
+        head = "".join(f"<th>{escape(label)}</th>" for _, label in COLUMNS)
+        body = []
+        base = rows.get("repeat_last", {})
+        for who in PREDICTORS:
+            if who not in rows:
+                continue
+            r = rows[who]
+            lost = who.startswith("model") and r["f1"] <= base.get("f1", -1)
+            cells = "".join(f"<td>{_num(r.get(key))}</td>" for key, _ in COLUMNS)
+            body.append(f"<tr class='{'lost' if lost else ''}'><td>{escape(who)}</td>{cells}</tr>")
+        out.append(f"<h3>{escape(protocol)}</h3><table><tr><th>predictor</th>{head}</tr>{''.join(body)}</table>")
+    return "".join(out)
+
+
+def music_table(m: dict) -> str:
+    rows = "".join(f"<tr><td>{escape(k)}</td><td>{_num(m['generated'][k])}</td><td>{_num(m['real'][k])}</td>"
+                   f"<td>{_num(m['gap'][k])}</td></tr>" for k in m["generated"])
+    return (f"<p>{m['samples']} samples ({m['silent_samples']} without notes) vs {m['real_windows']} real test "
+            f"windows of {m['frames']} frames; – = undefined for every sample.</p><table><tr><th>statistic</th>"
+            f"<th>generated</th><th>real</th><th>gap</th></tr>{rows}</table>")
+
+
+def sample_card(s: dict, audio: dict) -> str:
+    seed = (f"seed: {s['seed_frames']} frames of <code>{escape(s['seed_from'])}</code> from frame "
+            f"{s['seed_start_frame']}" if s["seed_notes"] else "seed: silence")
+    parts = [f"<div class='sample' id='{escape(s['name'])}'><h3>{escape(s['name'])}</h3><p>{seed}; generated "
+             f"{s['generated_frames']} frames, {s['generated_notes']} notes</p>",
+             f"<img src='samples/{escape(s['png'])}' alt='piano roll of {escape(s['name'])}'>"]
+    if s["midi"] is None:
+        parts.append("<p class='muted'>The model generated no notes: no MIDI file, nothing to play.</p>")
+    else:
+        if s["name"] in audio["files"]:
+            parts.append(f"<p><audio controls preload='metadata' src='audio/{escape(audio['files'][s['name']])}'>"
+                         "</audio></p>")
+        parts.append(f"<p><a href='samples/{escape(s['midi'])}' download>MIDI</a> (track 'seed', then 'generated')</p>")
+    return "".join(parts) + "</div>"
+
+
+def build(ev: dict, samples: dict, audio: dict) -> str:
+    thresholds = ev["thresholds"]
+    tuned = thresholds["tuned"]
+    audio_note = ("" if audio["rendered"] else
+                  f"<p class='muted'>No recordings: {escape(audio['reason'] or '')}</p>")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Samples and metrics</title><style>{STYLE}</style></head>
+<body>
+<h1>Samples and metrics</h1>
+<p id="media-status" data-ok="">checking pictures and recordings…</p>
+<p>{escape(ev['kind'])}; {ev['test_windows']} test windows of {ev['window_frames']} frames; thresholds: fixed
+{thresholds['fixed']}, tuned on valid {_num(tuned)}. Rows in red: the model does not beat repeating the last frame.</p>
+<h2>Prediction (test split)</h2>{prediction_tables(ev)}
+<h2>Music statistics</h2>{music_table(ev['music'])}
+<h2>Samples</h2>
+<p>{escape(samples['sampling'])} sampling, temperature {samples['temperature']}, threshold
+{_num(samples['threshold'])}, prime: {escape(samples['prime'])}. Blue: the seed; red: what the model wrote.</p>
+{audio_note}{''.join(sample_card(s, audio) for s in samples['samples'])}
+{CHECK}
+</body></html>
+"""
+
+
+def main() -> None:
+    for path in (EVAL, SAMPLES / "index.json", AUDIO / "index.json"):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro` first")
+    html = build(json.loads(EVAL.read_text()), json.loads((SAMPLES / "index.json").read_text()),
+                 json.loads((AUDIO / "index.json").read_text()))
+    write_bytes(OUT, html.encode())
+    print(f"report: {OUT} (open it in a browser)")
+
+
+if __name__ == "__main__":
+    run_stage(main)
