@@ -73,7 +73,7 @@ def time_to_quality(budget_s: float) -> None:
     from torch.utils.data import DataLoader
 
     from pipeline.dataset import Split, Windows, data_dir
-    from pipeline.evaluate import repeat_last
+    from pipeline.baselines import repeat_last
     from pipeline.metrics import FrameCounts, sounding
 
     d = data_dir()

@@ -139,7 +139,7 @@ def real_windows(test: Split, frames: int, n: int, seed: int) -> list:
     """`n` test windows of `frames` frames, drawn uniformly (reservoir sampling: the split is streamed)."""
     rng, chosen, seen = np.random.default_rng(seed), [], 0
     for _, notes in test.notes():
-        for a in window_starts(notes.n_frames, frames, frames):
+        for a in range(0, notes.n_frames - frames + 1, frames):  # tiled, non-overlapping
             seen += 1
             if len(chosen) < n:
                 chosen.append(window_notes(notes, a, a + frames))

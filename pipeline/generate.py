@@ -60,12 +60,12 @@ def length_frames(length: float, unit: str, grid: Grid) -> int:
     return max(1, round(beats * frames_per_beat))
 
 
-def sampler_of(g: P.GenerateParams, meta: dict, device) -> Sampler:
+def sampler_of(g: P.GenerateParams, meta: dict, device, seed: int) -> Sampler:
     threshold = g.threshold
     if threshold == "auto":
         threshold = calibrate.load()["threshold"] if meta["kind"] != "tokens" else 0.5
     gen = torch.Generator(device=device)
-    gen.manual_seed(0)
+    gen.manual_seed(seed)
     return Sampler(g.sampling, threshold, g.temperature, g.top_k, meta["kind"] == "tokens", meta["n_keys"], gen)
 
 
@@ -114,7 +114,7 @@ def main() -> None:
     model = load_model(meta)
     L, device = model.cfg.seq_len, runtime.device("auto")
     steps = length_frames(g.length, g.unit, grid)
-    sampler = sampler_of(g, meta, device)
+    sampler = sampler_of(g, meta, device, p.seed)
     model.to(device)
     primes = (seeds(test, L, g.n_samples, p.seed) if g.prime == "test"
               else [("silence", EMPTY, 0)] * g.n_samples)
