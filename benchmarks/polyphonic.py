@@ -1,18 +1,38 @@
 """This project's GRU seq2seq on the classic polyphonic-music benchmarks (Boulanger-Lewandowski et al. 2012).
 
-Usage: PYTHONPATH=. python benchmarks/polyphonic.py [--data JSB_Chorales] [--hidden 256] [--epochs 200] ...
-Needs scipy for the .mat files (`pip install -e .[bench]`) and ../shared/data/benchmarks/.
+Usage: PYTHONPATH=. python benchmarks/polyphonic.py [--data JSB_Chorales] [--context full] [--hidden 256] ...
+Needs scipy for the .mat files (`pip install -e .[bench]`); the data are read from --data-dir (by default
+../shared/data/benchmarks/boulanger2012_via_tcn/). Runs on CUDA when there is a GPU (--device auto), else on CPU.
 
-The standard protocol: the model predicts every frame of every test piece from the frames before it
-(teacher forcing, next-frame prediction); NLL per frame in nats, summed over the 88 keys and averaged over all
-test frames, and frame accuracy TP/(TP+FP+FN) at threshold 0.5 summed over the test set. Each piece is padded
-with `seq_len` silent frames in front, so its first frames are predicted too, from silence; windows are
-(seq_len frames in, the next seq_len frames out), and test windows tile each piece exactly once. Trained with
-plain BCE (the NLL itself; focal loss would skew the probabilities), AdamW, early stopping on valid NLL.
+The protocol: next-frame prediction over every frame of every test piece, each test frame predicted exactly
+once, from the real frames before it in its own piece (teacher forcing) and nothing else. Score: NLL per frame
+in nats, from the sigmoid outputs, summed over the 88 keys and averaged over all test frames; frame accuracy
+TP/(TP+FP+FN) at probability 0.5, summed over the test set. Each piece gets `seq_len` silent frames in front,
+so its first frame is predicted too, from silence. Two ways of feeding the model (pipeline.model.Seq2Seq, its
+own encoder, decoder and head, unchanged):
+
+  --context full (default): the piece is cut into chunks of `seq_len` frames (the silent one first). Chunk k
+      is decoded, teacher-forced, by the decoder started from the encoder's state after it has read every
+      earlier chunk of the piece (the encoder runs over the whole prefix, its state carried from chunk to
+      chunk), the decoder's first input being the last frame before the chunk. So every frame is predicted
+      from the whole of the piece before it. Training does the same over whole pieces (backpropagation
+      through the whole piece), `batch` pieces at a time, the frames past a piece's end masked out.
+  --context window: the older protocol. Windows of (seq_len frames in, the next seq_len frames out), the
+      model seeing at most seq_len frames of history plus the window so far; test windows tile each piece
+      exactly once, training windows start every `stride` frames.
+
+Training: plain BCE (the NLL itself; focal loss would skew the probabilities), AdamW, LR halved when valid
+NLL stalls, early stopping on valid NLL; the output bias starts at the logit of each key's frequency in the
+train split (--no-bias-init: PyTorch's default). The weights of the best valid epoch are scored on test once;
+test is never looked at before that. Optional regularisers: dropout on the input frames (--in-dropout), on the
+decoder's output before the head (--out-dropout), between GRU layers and inside the head (--dropout), and
+random transposition of whole training pieces (--transpose N: up to N semitones either way, train split only,
+never pushing a note off the keyboard; the published figures below did not use it).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import time
@@ -33,12 +53,34 @@ PUBLISHED = {  # test NLL per frame, from the papers (Chung et al. 2014; Bai et 
 }
 
 
-def load(name: str) -> dict[str, list[np.ndarray]]:
+def load(name: str, data_dir: Path) -> dict[str, list[np.ndarray]]:
     from scipy.io import loadmat
 
-    m = loadmat(DATA / f"{name}.mat")
+    m = loadmat(data_dir / f"{name}.mat")
     return {s: [np.asarray(x, dtype=np.float32) for x in m[f"{s}data"][0]] for s in ("train", "valid", "test")}
 
+
+class Counts:
+    """Summed NLL and frame-accuracy counts over the frames a mask selects."""
+
+    def __init__(self):
+        self.nll, self.tp, self.fp, self.fn, self.frames = 0.0, 0, 0, 0, 0
+
+    def add(self, logits: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> None:
+        cell = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)
+        pred = (logits > 0).float() * m[..., None]
+        self.nll += float((cell * m).sum())
+        self.tp += int((pred * y).sum())
+        self.fp += int((pred * (1 - y)).sum())
+        self.fn += int(((1 - pred) * y * m[..., None]).sum())
+        self.frames += int(m.sum())
+
+    def result(self) -> dict:
+        return {"nll": self.nll / self.frames, "acc": self.tp / max(self.tp + self.fp + self.fn, 1),
+                "frames": self.frames}
+
+
+# ---- --context window: fixed windows (seq_len frames of history at most) ----
 
 def windows(pieces: list[np.ndarray], L: int, stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x, y, mask): every frame of every piece is a target once per `stride`-tiling; padding is masked out."""
@@ -55,81 +97,196 @@ def windows(pieces: list[np.ndarray], L: int, stride: int) -> tuple[torch.Tensor
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), torch.from_numpy(np.stack(ms))
 
 
+class WindowTask:
+    def __init__(self, data: dict, L: int, stride: int, device: torch.device):
+        self.train = [t.to(device) for t in windows(data["train"], L, stride)]
+        self.valid = [t.to(device) for t in windows(data["valid"], L, L)]
+        self.test = [t.to(device) for t in windows(data["test"], L, L)]
+        self.n_train = len(self.train[0])
+
+    def batches(self, batch: int, g: torch.Generator):
+        order = torch.randperm(self.n_train, generator=g)
+        for k in range(0, len(order), batch):
+            i = order[k:k + batch].to(self.train[0].device)
+            yield self.train[0][i], self.train[1][i], self.train[2][i]
+
+    @staticmethod
+    def forward(model: Seq2Seq, b, in_drop: float, out_drop: float):
+        x, y, m = b
+        if not (in_drop or out_drop):
+            return model(x, y), y, m
+        _, h = model.encoder(F.dropout(x, in_drop, model.training))
+        dec_in = torch.cat([x[:, -1:], y[:, :-1]], dim=1)
+        out, _ = model.decoder(F.dropout(dec_in, in_drop, model.training), h)
+        return model.head(F.dropout(out, out_drop, model.training)), y, m
+
+    def eval_batches(self, split: str, batch: int = 256):
+        x, y, m = getattr(self, split)
+        for k in range(0, len(x), batch):
+            yield x[k:k + batch], y[k:k + batch], m[k:k + batch]
+
+
+# ---- --context full: the encoder over the whole prefix of each piece ----
+
+class PieceTask:
+    def __init__(self, data: dict, L: int, device: torch.device, transpose: int = 0):
+        self.L, self.device, self.transpose = L, device, transpose
+        self.splits = {s: [torch.from_numpy(p).to(device) for p in data[s]] for s in ("train", "valid", "test")}
+        self.n_train = len(self.splits["train"])
+        keys = [np.flatnonzero(p.any(0)) for p in data["train"]]
+        self.key_range = [(int(k.min()), int(k.max())) if len(k) else (0, 87) for k in keys]
+
+    def pad(self, pieces: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, mask): `L` silent frames, then the piece, then silence up to a whole number of chunks."""
+        L, T = self.L, max(len(p) for p in pieces)
+        P = L * (1 + math.ceil(T / L))
+        x = torch.zeros(len(pieces), P, 88, device=self.device)
+        m = torch.zeros(len(pieces), P, device=self.device)
+        for i, p in enumerate(pieces):
+            x[i, L:L + len(p)] = p
+            m[i, L:L + len(p)] = 1
+        return x, m
+
+    def shifted(self, i: int, g: torch.Generator) -> torch.Tensor:
+        p = self.splits["train"][i]
+        if not self.transpose:
+            return p
+        lo, hi = self.key_range[i]
+        a, b = max(-self.transpose, -lo), min(self.transpose, 87 - hi)
+        s = int(torch.randint(a, b + 1, (1,), generator=g))
+        return torch.roll(p, s, dims=1) if s else p  # no note wraps: the shift keeps every key on the keyboard
+
+    def batches(self, batch: int, g: torch.Generator):
+        """Pieces of similar length together (less padding), the batches in random order."""
+        lengths = torch.tensor([len(p) for p in self.splits["train"]], dtype=torch.float32)
+        order = torch.argsort(lengths * (1 + 0.5 * torch.rand(len(lengths), generator=g))).tolist()
+        groups = [order[k:k + batch] for k in range(0, len(order), batch)]
+        for j in torch.randperm(len(groups), generator=g).tolist():
+            x, m = self.pad([self.shifted(i, g) for i in groups[j]])
+            yield x, m
+
+    def forward(self, model: Seq2Seq, b, in_drop: float, out_drop: float):
+        """Logits, targets and mask for every chunk after the first (silent) one, each chunk decoded from the
+        encoder's state after all chunks before it."""
+        x, m = b
+        B, P, n = x.shape
+        L, K = self.L, P // self.L
+        chunks = x.view(B, K, L, n)
+        h, states = None, []
+        for k in range(K - 1):
+            _, h = model.encoder(F.dropout(chunks[:, k], in_drop, model.training), h)
+            states.append(h)
+        h0 = torch.stack(states, dim=2)                         # (layers, B, K-1, hidden)
+        h0 = h0.reshape(h0.size(0), B * (K - 1), h0.size(-1)).contiguous()
+        y = chunks[:, 1:]                                       # (B, K-1, L, n): the chunks to predict
+        dec_in = torch.cat([chunks[:, :-1, -1:], y[:, :, :-1]], dim=2).reshape(B * (K - 1), L, n)
+        out, _ = model.decoder(F.dropout(dec_in, in_drop, model.training), h0)
+        logits = model.head(F.dropout(out, out_drop, model.training))
+        return logits, y.reshape(B * (K - 1), L, n), m.view(B, K, L)[:, 1:].reshape(B * (K - 1), L)
+
+    def eval_batches(self, split: str, batch: int = 64):
+        pieces = sorted(self.splits[split], key=len)
+        for k in range(0, len(pieces), batch):
+            yield self.pad(pieces[k:k + batch])
+
+
 @torch.no_grad()
-def score(model, data, batch: int = 256) -> dict:
+def score(model: Seq2Seq, task, split: str) -> dict:
     model.eval()
-    x, y, m = data
-    nll, tp, fp, fn, frames = 0.0, 0, 0, 0, 0
-    for k in range(0, len(x), batch):
-        xb, yb, mb = x[k:k + batch], y[k:k + batch], m[k:k + batch]
-        logits = model(xb, yb)
-        cell = F.binary_cross_entropy_with_logits(logits, yb, reduction="none").sum(-1)
-        nll += float((cell * mb).sum())
-        pred = (logits > 0).float() * mb[..., None]
-        tp += int((pred * yb).sum()); fp += int((pred * (1 - yb)).sum()); fn += int(((1 - pred) * yb * mb[..., None]).sum())
-        frames += int(mb.sum())
-    return {"nll": nll / frames, "acc": tp / max(tp + fp + fn, 1)}
+    c = Counts()
+    for b in task.eval_batches(split):
+        logits, y, m = task.forward(model, b, 0.0, 0.0)
+        c.add(logits, y, m)
+    return c.result()
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="JSB_Chorales", choices=["JSB_Chorales", "Nottingham", "MuseData", "Piano_midi"])
+    ap.add_argument("--data-dir", type=Path, default=DATA, help="folder holding <data>.mat")
+    ap.add_argument("--context", default="full", choices=["full", "window"])
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--dropout", type=float, default=0.5)
-    ap.add_argument("--seq-len", type=int, default=32)
-    ap.add_argument("--stride", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--dropout", type=float, default=0.5, help="between GRU layers and inside the head")
+    ap.add_argument("--in-dropout", type=float, default=0.0, help="on the input frames (encoder and decoder)")
+    ap.add_argument("--out-dropout", type=float, default=0.0, help="on the decoder's output, before the head")
+    ap.add_argument("--seq-len", type=int, default=32, help="chunk (full) or window (window) length in frames")
+    ap.add_argument("--stride", type=int, default=4, help="window: start of a training window every N frames")
+    ap.add_argument("--batch", type=int, default=32, help="pieces (full) or windows (window) per batch")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--transpose", type=int, default=0, help="train pieces transposed by up to N semitones")
+    ap.add_argument("--bias-init", action=argparse.BooleanOptionalAction, default=True,
+                    help="start the output bias at the logit of each key's frequency in the train split")
+    ap.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
     ap.add_argument("--epochs", type=int, default=200)
-    ap.add_argument("--patience", type=int, default=15)
+    ap.add_argument("--patience", type=int, default=15, help="stop after this many epochs without a better valid NLL")
+    ap.add_argument("--time-limit", type=float, default=0, help="stop training after this many seconds (0: none)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
+    ap.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    ap.add_argument("--json", action="store_true", help="end with one JSON line of the result")
     args = ap.parse_args()
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if args.device == "auto" else args.device)
     torch.manual_seed(args.seed)
-    torch.set_num_threads(os.cpu_count() or 1)
-    data = load(args.data)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    data = load(args.data, args.data_dir)
     L = args.seq_len
-    train = windows(data["train"], L, args.stride)
-    valid, test = windows(data["valid"], L, L), windows(data["test"], L, L)
+    task = (PieceTask(data, L, device, args.transpose) if args.context == "full"
+            else WindowTask(data, L, args.stride, device))
     model = Seq2Seq(Config(n_features=88, hidden=args.hidden, layers=args.layers, dropout=args.dropout, seq_len=L,
-                           n_keys=88))
+                           n_keys=88)).to(device)
+    if args.bias_init:  # start the output at each key's training frequency instead of p = 0.5 everywhere
+        freq = np.concatenate(data["train"]).mean(0).clip(1e-4, 1 - 1e-4)
+        with torch.no_grad():
+            model.head[-1].bias.copy_(torch.from_numpy(np.log(freq / (1 - freq))))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=args.patience // 3)
-    best, best_state, stale, t0 = math.inf, None, 0, time.perf_counter()
+    best, best_epoch, best_state, stale, t0 = {"nll": math.inf}, 0, None, 0, time.perf_counter()
     g = torch.Generator().manual_seed(args.seed)
     print(f"{args.data}: {len(data['train'])}/{len(data['valid'])}/{len(data['test'])} pieces, "
-          f"{sum(map(len, data['test']))} test frames; {len(train[0])} train windows; "
-          f"{sum(p.numel() for p in model.parameters())} parameters")
-    for epoch in range(args.epochs):
+          f"{sum(map(len, data['test']))} test frames; {task.n_train} train "
+          f"{'pieces' if args.context == 'full' else 'windows'}; "
+          f"{sum(p.numel() for p in model.parameters())} parameters; context {args.context}; device {device}",
+          flush=True)
+    epoch = 0
+    for epoch in range(1, args.epochs + 1):
         model.train()
-        order = torch.randperm(len(train[0]), generator=g)
-        for k in range(0, len(order), args.batch):
-            i = order[k:k + args.batch]
-            x, y, m = train[0][i], train[1][i], train[2][i]
-            cell = F.binary_cross_entropy_with_logits(model(x, y), y, reduction="none").sum(-1)
+        for b in task.batches(args.batch, g):
+            logits, y, m = task.forward(model, b, args.in_dropout, args.out_dropout)
+            cell = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)
             loss = (cell * m).sum() / m.sum()
-            opt.zero_grad(); loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
             opt.step()
-        v = score(model, valid)
+        v = score(model, task, "valid")
         sched.step(v["nll"])
-        if v["nll"] < best:
-            best, stale = v["nll"], 0
-            best_state = {k: t.clone() for k, t in model.state_dict().items()}
+        if v["nll"] < best["nll"]:
+            best, best_epoch, stale = v, epoch, 0
+            best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
         else:
             stale += 1
-        print(f"epoch {epoch + 1}: valid NLL {v['nll']:.3f} acc {v['acc']:.3f} ({time.perf_counter() - t0:.0f} s)"
-              + (" *" if stale == 0 else ""), flush=True)
-        if stale >= args.patience:
+        if not args.quiet:
+            print(f"epoch {epoch}: valid NLL {v['nll']:.3f} acc {v['acc']:.3f} ({time.perf_counter() - t0:.0f} s)"
+                  + (" *" if stale == 0 else ""), flush=True)
+        if stale >= args.patience or (args.time_limit and time.perf_counter() - t0 > args.time_limit):
             break
     model.load_state_dict(best_state)
-    r = score(model, test)
-    print(f"\n{args.data} test: NLL {r['nll']:.2f} nats/frame, frame accuracy {r['acc']:.3f} "
-          f"(hidden {args.hidden}, {args.layers} layers, dropout {args.dropout}, seq_len {L}; "
-          f"{time.perf_counter() - t0:.0f} s on {torch.get_num_threads()} threads)")
+    r = score(model, task, "test")
+    wall = time.perf_counter() - t0
+    assert r["frames"] == sum(map(len, data["test"])), "every test frame must be predicted exactly once"
+    print(f"\n{args.data} test: NLL {r['nll']:.3f} nats/frame, frame accuracy {r['acc']:.3f} over {r['frames']} "
+          f"frames; valid NLL {best['nll']:.3f} at epoch {best_epoch} of {epoch} "
+          f"({wall:.0f} s on {device}{'' if device.type == 'cuda' else f', {torch.get_num_threads()} threads'})")
     for what, nll in PUBLISHED.get(args.data, {}).items():
         print(f"  {what:20s} {nll:5.2f}  {'beaten' if r['nll'] < nll else 'not beaten'}")
+    if args.json:
+        print(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                          "test_nll": r["nll"], "test_acc": r["acc"], "valid_nll": best["nll"],
+                          "best_epoch": best_epoch, "epochs": epoch, "wall_s": wall, "device": str(device)}))
 
 
 if __name__ == "__main__":

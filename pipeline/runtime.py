@@ -38,11 +38,15 @@ class Dist:
         return self.rank == 0
 
 
-def relaunch_under_torchrun(module: str, processes: int) -> None:
+def relaunch_under_torchrun(module: str, processes: int, dev_name: str = "auto") -> None:
     """Run `python -m <module>` again as `processes` local processes under torchrun, unless this process is
-    already one of them (or the user started torchrun, e.g. across machines); exit with its status."""
+    already one of them (or the user started torchrun, e.g. across machines); exit with its status.
+    On CUDA each process needs a GPU of its own (NCCL refuses two ranks on one), so that is checked first."""
     if processes <= 1 or "LOCAL_RANK" in os.environ:
         return
+    if device(dev_name).type == "cuda" and processes > torch.cuda.device_count():
+        raise ValueError(f"train.processes={processes} needs {processes} GPUs but {torch.cuda.device_count()} "
+                         "are visible: lower train.processes, or set train.device: cpu (gloo)")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
            "-m", module]
     raise SystemExit(subprocess.call(cmd))

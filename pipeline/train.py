@@ -232,7 +232,7 @@ def _save_last(model, opt, sched, state: dict, stamp: str, finished: bool) -> No
 
 def main() -> None:
     p = P.load()
-    runtime.relaunch_under_torchrun("pipeline.train", p.train.processes)
+    runtime.relaunch_under_torchrun("pipeline.train", p.train.processes, p.train.device)
     dist = runtime.init_distributed(p.train.device)
     model, best = train(p, dist)
     if dist.main:

@@ -1,5 +1,6 @@
 import io
 
+import pytest
 import torch
 
 from pipeline import losses
@@ -109,3 +110,14 @@ def test_frame_counts():
     assert s["precision"] == 0.5 and s["recall"] == 1 / 3 and abs(s["f1"] - 0.4) < 1e-9
     assert s["accuracy"] == 0.25 and s["density_pred"] == 1.0 and s["density_true"] == 1.5
     assert s["nll_per_frame"] == 1.5
+
+
+def test_ddp_on_cuda_with_more_processes_than_gpus_fails_before_launching(monkeypatch):
+    from pipeline import runtime
+
+    # seen on a one-GPU machine: rank 1 died with "invalid device ordinal"; now refused up front, by key
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    with pytest.raises(ValueError, match="train.processes=2 needs 2 GPUs but 1 are visible"):
+        runtime.relaunch_under_torchrun("pipeline.train", 2, "auto")
