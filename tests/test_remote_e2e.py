@@ -199,7 +199,7 @@ def test_artifacts_get_fetches_the_model_and_the_dataset_from_the_remote(origin,
     dvc(tmp_path, "artifacts", "get", str(hub), "gru-model", extra_env=env)
     assert hashlib.md5((tmp_path / "model.pt").read_bytes()).hexdigest() == want["models/model.pt"]
 
-    dvc(tmp_path, "artifacts", "get", str(hub), "midi-dataset", "-o", "dataset", extra_env=env)
+    dvc(tmp_path, "artifacts", "get", "--rev", "v1.0.0", str(hub), "midi-dataset", "-o", "dataset", extra_env=env)
     got = {k.replace("dataset/", "data/processed/", 1): v for k, v in _files(tmp_path, "dataset").items()}
     assert got == {k: v for k, v in want.items() if k.startswith("data/processed/")} and got
 
@@ -238,8 +238,8 @@ def test_a_remote_that_is_down_or_refuses_credentials_fails_the_pull(hub, s3, tm
 def test_a_partial_pull_never_leaves_a_stage_up_to_date(origin, hub, s3, tmp_path):
     env, want = s3.env(), _files(origin)
     # the same commit pushed to a second bucket, which then loses a training shard and the model
-    dvc(origin, "remote", "add", "--local", "-f", "partial", f"s3://{PARTIAL}/midi")
-    dvc(origin, "remote", "modify", "--local", "partial", "endpointurl", s3.endpoint)
+    (origin / ".dvc/config.local").write_text(f'[\'remote "partial"\']\n    url = s3://{PARTIAL}/midi\n'
+                                              f"    endpointurl = {s3.endpoint}\n")
     dvc(origin, "push", "-r", "partial", extra_env=env)
     lost = [want["data/processed/pianoroll/train-00000.parquet"], want["models/model.pt"]]
     for h in lost:
