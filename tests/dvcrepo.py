@@ -12,23 +12,29 @@ import yaml
 from tests.conftest import ROOT
 
 
-def env() -> dict:
+def env(extra: dict | None = None) -> dict:
+    """The subprocess environment; `extra` adds variables (credentials, say) to it alone, a None value unsets one."""
     e = dict(os.environ)
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
     e.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
              GIT_COMMITTER_EMAIL="t@example.com", DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
+    for k, v in (extra or {}).items():
+        if v is None:
+            e.pop(k, None)
+        else:
+            e[k] = v
     return e
 
 
-def run(repo: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(args), cwd=repo, env=env(), capture_output=True, text=True)
+def run(repo: Path, *args: str, ok: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(list(args), cwd=repo, env=env(extra_env), capture_output=True, text=True)
     if ok and proc.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
 
 
-def dvc(repo: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
-    return run(repo, sys.executable, "-m", "dvc", *args, ok=ok)
+def dvc(repo: Path, *args: str, ok: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    return run(repo, sys.executable, "-m", "dvc", *args, ok=ok, extra_env=extra_env)
 
 
 def merge(base: dict, over: dict) -> dict:
