@@ -38,42 +38,49 @@ PR_CURVE = Path("metrics/pr_curve.json")
 SAMPLES = Path("data/samples/index.json")
 
 
-def _add(counts: FrameCounts, decided: torch.Tensor, y: torch.Tensor, prev: torch.Tensor, k: int,
-         nll: float = 0.0) -> None:
-    """Score decided frames against the true ones `y` (both full frames; `prev`: the frame before them)."""
-    counts.add(sounding(decided, k), sounding(y, k), nll, onsets(decided, prev, k), onsets(y, prev, k))
+class Truth:
+    """A batch's true frames, with what every predictor is scored against computed once."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, k: int):
+        self.x, self.y, self.k, self.prev = x, y, k, x[:, -1:]
+        self.sounding, self.onsets = sounding(y, k), onsets(y, self.prev, k)
+
+    def add(self, counts: FrameCounts, decided: torch.Tensor, nll: float = 0.0) -> None:
+        """Score decided full frames (the same layout as `y`)."""
+        counts.add(sounding(decided, self.k), self.sounding, nll, onsets(decided, self.prev, self.k), self.onsets)
 
 
-def score_baselines(counts, x: torch.Tensor, y: torch.Tensor, cal: dict, fixed: float, k: int,
-                    protocols=PROTOCOLS) -> None:
-    base = cal["baselines"]
-    freq = torch.tensor(base["key_frequency"], device=y.device).expand_as(y)
+def score_baselines(counts, truth: Truth, cal: dict, freq: torch.Tensor, fixed: float, protocols=PROTOCOLS) -> None:
+    """`freq`: the per-key training frequencies (calibrate's key_frequency) as a tensor on the batch's device."""
+    base, x, y, k = cal["baselines"], truth.x, truth.y, truth.k
+    freq = freq.expand_as(y)
     freq_nll = nll_from_probs(freq[..., :k], y[..., :k])
     for pr in protocols:
-        nll = nll_from_probs(repeat_last_probs(x, y, pr, base["flip_rate"][pr], k), sounding(y, k).float())
-        _add(counts[pr, "repeat_last"], repeat_last(x, y, pr), y, x[:, -1:], k, nll)
+        nll = nll_from_probs(repeat_last_probs(x, y, pr, base["flip_rate"][pr], k), truth.sounding.float())
+        truth.add(counts[pr, "repeat_last"], repeat_last(x, y, pr), nll)
         for name, t in (("pitch_frequency", fixed), ("pitch_frequency_tuned", base["frequency_threshold"])):
-            _add(counts[pr, name], freq > t, y, x[:, -1:], k, freq_nll)
+            truth.add(counts[pr, name], freq > t, freq_nll)
 
 
 @torch.no_grad()
 def evaluate_rolls(model, loader: DataLoader, cal: dict, fixed: float, device) -> tuple[dict, Sweep]:
     k = model.cfg.n_keys
     counts, sweep = defaultdict(FrameCounts), Sweep()
+    freq = torch.tensor(cal["baselines"]["key_frequency"], device=device)
     model.to(device)
     for x, y in tqdm(loader, desc="evaluate", unit="batch", leave=False):
         x, y = x.to(device), y.to(device)
+        truth = Truth(x, y, k)
         logits = model(x, y)
         probs = torch.sigmoid(logits)
-        sweep.add(sounding_prob(probs, k), sounding(y, k))
+        sweep.add(sounding_prob(probs, k), truth.sounding)
         # NLL over the sustain plane: a proper per-cell likelihood of what sounds, as in the literature
         nll = nll_from_logits(logits[..., :k], y[..., :k])
         for name, t in (("model", fixed), ("model_tuned", cal["threshold"])):
-            _add(counts["next_frame", name], probs > t, y, x[:, -1:], k, nll)
+            truth.add(counts["next_frame", name], probs > t, nll)
             free = model(x, steps=y.size(1), threshold=t)
-            _add(counts["continuation", name], torch.sigmoid(free) > t, y, x[:, -1:], k,
-                 nll_from_logits(free[..., :k], y[..., :k]))
-        score_baselines(counts, x, y, cal, fixed, k)
+            truth.add(counts["continuation", name], torch.sigmoid(free) > t, nll_from_logits(free[..., :k], y[..., :k]))
+        score_baselines(counts, truth, cal, freq, fixed)
     return _table(counts), sweep
 
 
@@ -110,6 +117,7 @@ def evaluate_tokens(model, split: Split, train: Split, cal: dict, fixed: float, 
                   for who in ("model", "unigram")}
     # continuation, on frame windows of the decoded test sequences
     counts: dict = defaultdict(FrameCounts)
+    key_freq = torch.tensor(cal["baselines"]["key_frequency"])
     batch: list = []
 
     def flush():
@@ -119,8 +127,9 @@ def evaluate_tokens(model, split: Split, train: Split, cal: dict, fixed: float, 
             w = torch.from_numpy(densify(notes, k, a, a + 2 * L, onsets=True)).float()[None]
             x, y = w[:, :L], w[:, L:]
             pred = torch.from_numpy(densify(gen, k, 0, L, onsets=True)).float()[None]
-            _add(counts["continuation", "model"], pred, y, x[:, -1:], k)
-            score_baselines(counts, x, y, cal, fixed, k, ("continuation",))
+            truth = Truth(x, y, k)
+            truth.add(counts["continuation", "model"], pred)
+            score_baselines(counts, truth, cal, key_freq, fixed, ("continuation",))
         batch.clear()
 
     for _, notes in tqdm(split.notes(), desc="evaluate (continuation)", unit="sequence", leave=False):

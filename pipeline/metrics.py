@@ -29,17 +29,18 @@ class FrameCounts:
     def add(self, pred: torch.Tensor, true: torch.Tensor, nll_sum: float = 0.0,
             pred_onsets: torch.Tensor | None = None, true_onsets: torch.Tensor | None = None) -> None:
         pred, true = pred.bool(), true.bool()
-        self.tp += int((pred & true).sum())
-        self.fp += int((pred & ~true).sum())
-        self.fn += int((~pred & true).sum())
-        self.frames += int(true.numel() // true.shape[-1])
-        self.pred_on += int(pred.sum())
-        self.true_on += int(true.sum())
-        self.nll += float(nll_sum)
         flat_p, flat_t = pred.reshape(-1, pred.shape[-1]), true.reshape(-1, true.shape[-1])
         keys = torch.stack([(flat_p & flat_t).sum(0), (flat_p & ~flat_t).sum(0), (~flat_p & flat_t).sum(0)])
-        keys = keys.cpu().numpy().astype(np.int64)
+        keys = keys.cpu().numpy().astype(np.int64)  # per key; the micro counts are their sums
         self.per_key = keys if self.per_key is None else self.per_key + keys
+        tp, fp, fn = (int(v) for v in keys.sum(1))
+        self.tp += tp
+        self.fp += fp
+        self.fn += fn
+        self.pred_on += tp + fp
+        self.true_on += tp + fn
+        self.frames += int(true.numel() // true.shape[-1])
+        self.nll += float(nll_sum)
         if pred_onsets is not None:
             po, to = pred_onsets.bool(), true_onsets.bool()
             self.onset[0] += int((po & to).sum())
