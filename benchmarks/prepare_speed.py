@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import resource
 import struct
@@ -64,8 +65,16 @@ def build(workdir: Path, blobs: list[bytes]) -> None:
     pq.write_table(skipped, out / "skipped.parquet")
 
 
+def _peak_kb() -> int:
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+
+
 def run_stage(workdir: Path, workers: int) -> dict:
     """prepare.run in this process (called in a child for a clean peak RSS)."""
+    # A child started from the big parent inherits the parent's peak RSS at exec (the kernel carries it over
+    # from the borrowed address space), which once made the parent's corpus look like the stage's memory:
+    # reset it, and count the pool's workers apart.
+    Path("/proc/self/clear_refs").write_text("5")
     os.chdir(workdir)
     from pipeline import params as P
     from pipeline import prepare
@@ -74,9 +83,11 @@ def run_stage(workdir: Path, workers: int) -> dict:
     t = time.perf_counter()
     selected, rejects, report = prepare.run(p)
     dt = time.perf_counter() - t
-    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-    return {"seconds": dt, "files": report["files"]["acquired"], "peak_rss_mb": peak_kb / 1024,
+    deadline = time.time() + 10
+    while multiprocessing.active_children() and time.time() < deadline:  # reap the pool to read its peaks
+        time.sleep(0.05)
+    return {"seconds": dt, "files": report["files"]["acquired"], "peak_rss_mb": _peak_kb() / 1024,
+            "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             "selected": report["files"]["selected"], "reasons": report["by_reason"]}
 
 
@@ -138,7 +149,8 @@ def main() -> None:
                                  capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
             r = json.loads(out.stdout.strip().splitlines()[-1])
         rates[n] = r["files"] / r["seconds"]
-        print(f"prepare stage, {n:6d} files: {rates[n]:7.0f} files/s  peak RSS {r['peak_rss_mb']:6.0f} MB  "
+        print(f"prepare stage, {n:6d} files: {rates[n]:7.0f} files/s  peak RSS {r['peak_rss_mb']:6.0f} MB, "
+              f"each worker at most {r['worker_peak_rss_mb']:4.0f} MB  "
               f"(selected {r['selected']}; {r['reasons']})")
 
     sample = blobs[: args.baseline_files]

@@ -56,6 +56,7 @@ class Instrument:
 CHOIR = 52  # GM "Choir Aahs", the ensemble family's stand-in for a sung part
 
 
+@lru_cache(maxsize=65536)  # (program, drum, name) combinations repeat across a corpus as much as names do
 def infer(program: int, is_drum: bool, name: str, choral: bool = False) -> Instrument:
     if is_drum:
         return Instrument(gm.DRUMS, gm.DRUM_KEY, "channel")

@@ -22,6 +22,18 @@ def n_workers(requested: int) -> int:
     return requested if requested > 0 else (os.cpu_count() or 1)
 
 
+def isolated(fn: Callable[[T], R], items: Iterable[T], on_crash: Callable[[T], R]) -> Iterator[R]:
+    """fn(x) for each item, each in a fresh one-process pool: the item that kills its process gets on_crash(x)."""
+    for x in items:
+        pool = ProcessPoolExecutor(max_workers=1)
+        try:
+            yield pool.submit(fn, x).result()
+        except BrokenProcessPool:
+            yield on_crash(x)
+        finally:
+            pool.shutdown(wait=True)
+
+
 def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
     return [fn(x) for x in chunk]
 
@@ -48,14 +60,7 @@ def imap(fn: Callable[[T], R], items: Iterable[T], workers: int, chunk: int = 32
                 if on_crash is None:
                     raise
                 pool.shutdown(wait=False, cancel_futures=True)
-                results = []
-                for x in batch:
-                    pool = ProcessPoolExecutor(max_workers=1)
-                    try:
-                        results += pool.submit(_run_chunk, fn, [x]).result()
-                    except BrokenProcessPool:
-                        results.append(on_crash(x))
-                    pool.shutdown(wait=True)
+                results = list(isolated(fn, batch, on_crash))
                 pool = ProcessPoolExecutor(max_workers=workers)
                 pending = deque((b, pool.submit(_run_chunk, fn, b)) for b, _ in pending)
             yield from results

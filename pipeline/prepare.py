@@ -8,7 +8,11 @@ file, track or sequence, with a reason) and metrics/prepare.json.
 """
 from __future__ import annotations
 
+import os
+import pickle
 import signal
+import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
@@ -16,18 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from pipeline import gm, quality
 from pipeline import params as P
-from pipeline.artifacts import iter_bytes
+from pipeline.artifacts import Batch, iter_batches, read_batch
 from pipeline.atomic import atomic_path, write_json
 from pipeline.cli import run_stage
 from pipeline.dedupe import ContentKey, Groups, content_hash_of, song_key
 from pipeline.instruments import infer, is_choral
 from pipeline.midi import MidiError, parse
-from pipeline.parallel import imap, n_workers
+from pipeline.parallel import imap, isolated, n_workers
 
 RAW, OUT, REPORT = Path("data/raw"), Path("data/prepared"), Path("metrics/prepare.json")
 
@@ -77,9 +82,17 @@ def _alarm(signum, frame):
     raise _Timeout()
 
 
+_armed_in: int | None = None  # the pid whose SIGALRM handler is _alarm
+
+
 def inspect(item: tuple[str, bytes], cfg: Config) -> dict:
     """One file: parse under a time guard, select, measure. Runs in a worker: takes data, returns data."""
-    old = signal.signal(signal.SIGALRM, _alarm)
+    # The handler is installed once per process (installing it per file cost 0.1 ms, a tenth of the work); an
+    # alarm can only fire while the timer is armed, which is inside this try.
+    global _armed_in
+    if _armed_in != os.getpid():
+        signal.signal(signal.SIGALRM, _alarm)
+        _armed_in = os.getpid()
     try:
         signal.setitimer(signal.ITIMER_REAL, cfg.timeout_s)
         return _inspect(item, cfg)
@@ -87,7 +100,6 @@ def inspect(item: tuple[str, bytes], cfg: Config) -> dict:
         return {"id": item[0], "reason": "timeout", "message": f"took longer than prepare.timeout_s={cfg.timeout_s}"}
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
@@ -106,20 +118,23 @@ def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
     if score.note_num() == 0:
         return {"id": id_, "reason": "no_notes", "message": "the file holds no notes"}
     picked, dropped = [], []
-    arrays = {}  # each track's notes are extracted once, for the hash and the measures alike
-    choral = is_choral([str(t.name) for t in score.tracks])
-    for i, track in enumerate(score.tracks):
+    arrays, drum = {}, []  # each track's notes are extracted once, for the hash and the measures alike
+    tracks = list(score.tracks)
+    names = [str(t.name) for t in tracks]
+    choral = is_choral(names)
+    for i, track in enumerate(tracks):
         if track.note_num() == 0:
             continue
         arrays[i] = track.notes.numpy()
-        inst = infer(int(track.program), bool(track.is_drum), str(track.name), choral)
+        drum.append(bool(track.is_drum))
+        inst = infer(int(track.program), drum[-1], names[i], choral)
         if inst.key in cfg.keys:
             picked.append((i, int(track.program), inst.family == gm.DRUMS, inst.family, inst.inferred))
         else:
             how = "" if inst.inferred == "program" else f" (by {inst.inferred})"
             dropped.append({"track": i, "reason": "instrument_filtered",
                             "message": f"{inst.family}{how}, program {track.program}, is not in filter.instruments"})
-    digest = content_hash_of([(score.tracks[i].is_drum, a) for i, a in arrays.items()], tpq, cfg.content)
+    digest = content_hash_of(list(zip(drum, arrays.values())), tpq, cfg.content)
     out = {"id": id_, "content_hash": digest, "dropped": dropped, "sequences": []}
     if not picked:
         return {**out, "reason": "no_matching_tracks", "message": "no track with notes matches filter.instruments"}
@@ -165,15 +180,34 @@ def _crashed(item: tuple[str, bytes]) -> dict:
             "message": "the parsing process was killed (out of memory or a crash in the parser)"}
 
 
+def inspect_batch(batch: Batch, cfg: Config) -> list[dict]:
+    """A worker reads its batch's bytes itself (decompressing them in parallel) and inspects each file."""
+    return [inspect(item, cfg) for item in read_batch(batch)]
+
+
+def _crashed_batch(batch: Batch, cfg: Config) -> list[dict]:
+    """A batch whose process died: rerun its files one process each, so only the file that kills one is lost."""
+    return list(isolated(partial(inspect, cfg=cfg), read_batch(batch), _crashed))
+
+
+ROW_COLUMNS = ("id", "source", "artifact", "member", "md5", "title", "composer", "split")  # what prepare reads
+
+
 def load_manifests(sources: list[str]) -> tuple[list[dict], list[dict]]:
     rows, skipped = [], []
     for s in sources:
         d = RAW / s
         if not (d / "manifest.parquet").exists():
             raise FileNotFoundError(f"{d}/manifest.parquet is missing: run `dvc repro acquire@{s}` first")
-        rows += sorted(pq.read_table(d / "manifest.parquet").to_pylist(), key=lambda r: r["id"])
+        table = pq.ParquetFile(d / "manifest.parquet").read(columns=list(ROW_COLUMNS))
+        part = sorted(table.to_pylist(), key=lambda r: r["id"])
+        for r in part:  # one string object per distinct value, not per row: a corpus has few of these
+            for k in ("source", "artifact", "split"):
+                if r[k] is not None:
+                    r[k] = sys.intern(r[k])
+        rows += part
         if (d / "skipped.parquet").exists():
-            skipped += pq.read_table(d / "skipped.parquet").to_pylist()
+            skipped += pq.ParquetFile(d / "skipped.parquet").read().to_pylist()
     return rows, skipped
 
 
@@ -182,13 +216,13 @@ def _reject(row: dict, reason: str, message: str, track: int | None = None, dupl
                 reason=reason, message=message, duplicate_of=duplicate_of)
 
 
-def first_of_each(rows: list[dict], key: str) -> tuple[list[dict], list[tuple[dict, str]]]:
-    """Keep the first row of each non-null `key` (rows are in params source order, then id); return the
+def first_of_each(rows: list[dict], key) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """Keep the first row of each non-null key(row) (rows are in params source order, then id); return the
     kept rows and (duplicate row, id of the kept one) pairs."""
     first: dict[str, str] = {}
     kept, dups = [], []
     for r in rows:
-        k = r.get(key)
+        k = key(r)
         if k is not None and k in first:
             dups.append((r, first[k]))
         else:
@@ -198,92 +232,154 @@ def first_of_each(rows: list[dict], key: str) -> tuple[list[dict], list[tuple[di
     return kept, dups
 
 
+class Spill:
+    """Per-file results parked in a temporary file until dedupe has decided which files they matter for, so the
+    main process holds a few short strings per file however large the corpus."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()
+        self._at: dict[str, tuple[int, int]] = {}
+
+    def put(self, id_: str, result: dict) -> None:
+        blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+        self._at[id_] = (self._file.tell(), len(blob))
+        self._file.write(blob)
+
+    def get(self, id_: str) -> dict:
+        offset, size = self._at[id_]
+        self._file.seek(offset)
+        result = pickle.loads(self._file.read(size))
+        self._file.seek(0, os.SEEK_END)
+        return result
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Rows:
+    """Output rows gathered into Arrow tables every `flush` rows: compact however many there are."""
+
+    def __init__(self, schema: pa.Schema, flush: int = 5_000) -> None:
+        self.schema, self.flush, self._rows, self._tables = schema, flush, [], []
+
+    def append(self, row: dict) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self.flush:
+            self._tables.append(pa.Table.from_pylist(self._rows, self.schema))
+            self._rows = []
+
+    def table(self) -> pa.Table:
+        return pa.concat_tables(self._tables + [pa.Table.from_pylist(self._rows, self.schema)])
+
+
+def _inspect_all(p: P.Params, cfg: Config, unique: list[dict], spill: Spill) -> dict[str, str | None]:
+    """Parse every file in the pool; park each result in `spill`; return each file's content hash."""
+    def batches():
+        for source in p.data.sources:
+            yield from iter_batches(RAW / source, (r for r in unique if r["source"] == source))
+
+    hashes = {}
+    work = imap(partial(inspect_batch, cfg=cfg), batches(), n_workers(p.prepare.workers), chunk=1,
+                on_crash=partial(_crashed_batch, cfg=cfg))
+    with tqdm(total=len(unique), desc="prepare", unit="file", mininterval=1) as bar:
+        for batch_results in work:
+            for res in batch_results:
+                hashes[res["id"]] = res.pop("content_hash", None)
+                spill.put(res["id"], res)
+            bar.update(len(batch_results))
+    return hashes
+
+
 def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
     cfg = Config.from_params(p)
     rows, acquire_skips = load_manifests(p.data.sources)
-    rejects = [dict(s, track=None, duplicate_of=None) for s in acquire_skips]
-    rejects += [_reject(r, "not_downloaded", "known by its metadata only: the source did not allow the download")
-                for r in rows if not r["artifact"]]
+    selected, rejects = Rows(SELECTED), Rows(REJECTS)
+    for s in acquire_skips:
+        rejects.append(dict(s, track=None, duplicate_of=None))
+    for r in rows:
+        if not r["artifact"]:
+            rejects.append(_reject(r, "not_downloaded", "known by its metadata only: the source did not allow the "
+                                                        "download"))
     groups = Groups()
     for r in rows:
         groups.add(r["id"])
-    unique, dups = first_of_each([r for r in rows if r["artifact"]], "md5")
+    unique, dups = first_of_each([r for r in rows if r["artifact"]], lambda r: r["md5"])
     for r, kept in dups:
         rejects.append(_reject(r, "duplicate_md5", f"byte-identical to {kept}", duplicate_of=kept))
         groups.union(r["id"], kept)
 
-    def stream():
-        for source in p.data.sources:
-            yield from iter_bytes(RAW / source, (r for r in unique if r["source"] == source))
+    spill = Spill()
+    try:
+        hashes = _inspect_all(p, cfg, unique, spill)
+        if p.dedupe.content:
+            kept_rows, content_dups = first_of_each(unique, lambda r: hashes[r["id"]])
+        else:
+            kept_rows, content_dups = unique, []
+        for r, kept in content_dups:
+            rejects.append(_reject(r, "duplicate_content", f"the same music as {kept}", duplicate_of=kept))
+        groups.join_by(hashes)  # same music joins a group, dropped or not
+        songs = {r["id"]: song_key(r["composer"], r["title"]) if p.dedupe.by_title else None for r in rows}
+        groups.join_by(songs)
 
-    results = {}
-    work = imap(partial(inspect, cfg=cfg), stream(), n_workers(p.prepare.workers), on_crash=_crashed)
-    for res in tqdm(work, total=len(unique), desc="prepare", unit="file", mininterval=1):
-        results[res["id"]] = res
-
-    parsed = []
-    for r in unique:
-        res = results[r["id"]]
-        parsed.append({**r, "content_hash": res.get("content_hash")})
-    if p.dedupe.content:
-        kept_rows, content_dups = first_of_each(parsed, "content_hash")
-    else:
-        kept_rows, content_dups = parsed, []
-    for r, kept in content_dups:
-        rejects.append(_reject(r, "duplicate_content", f"the same music as {kept}", duplicate_of=kept))
-    groups.join_by({r["id"]: r["content_hash"] for r in parsed})  # same music joins a group, dropped or not
-    songs = {r["id"]: song_key(r["composer"], r["title"]) if p.dedupe.by_title else None for r in rows}
-    groups.join_by(songs)
-
-    selected = []
-    for r in kept_rows:
-        res = results[r["id"]]
-        for d in res.get("dropped", []):
-            rejects.append(_reject(r, d["reason"], d["message"], track=d["track"]))
-        if "reason" in res:
-            rejects.append(_reject(r, res["reason"], res["message"]))
-            continue
-        for s in res["sequences"]:
-            if "reason" in s:
-                rejects.append(_reject(r, s["reason"], s["message"], track=s["track"]))
+        for r in kept_rows:
+            res = spill.get(r["id"])
+            for d in res.get("dropped", []):
+                rejects.append(_reject(r, d["reason"], d["message"], track=d["track"]))
+            if "reason" in res:
+                rejects.append(_reject(r, res["reason"], res["message"]))
                 continue
-            selected.append(dict(
-                id=r["id"] if s["track"] is None else f"{r['id']}#{s['track']}", file=r["id"],
-                source=r["source"], artifact=r["artifact"], member=r["member"], md5=r["md5"],
-                content_hash=r["content_hash"], song=songs[r["id"]], group=groups.find(r["id"]),
-                title=r["title"], composer=r["composer"], split=r["split"],
-                **{k: s[k] for k in ("tracks", "programs", "is_drum", "families", "inferred", "n_notes", "beats",
-                                     "max_polyphony", "unique_pitches")},
-            ))
-        if not any("reason" not in s for s in res["sequences"]):
-            rejects.append(_reject(r, "no_sequence_left", "every selected track failed a quality filter"))
-    selected.sort(key=lambda r: r["id"])
-    rejects.sort(key=lambda r: (r["id"], -1 if r["track"] is None else r["track"], r["reason"]))
-    report = summarize(rows, selected, rejects)
-    return pa.Table.from_pylist(selected, SELECTED), pa.Table.from_pylist(rejects, REJECTS), report
+            for s in res["sequences"]:
+                if "reason" in s:
+                    rejects.append(_reject(r, s["reason"], s["message"], track=s["track"]))
+                    continue
+                selected.append(dict(
+                    id=r["id"] if s["track"] is None else f"{r['id']}#{s['track']}", file=r["id"],
+                    source=r["source"], artifact=r["artifact"], member=r["member"], md5=r["md5"],
+                    content_hash=hashes[r["id"]], song=songs[r["id"]], group=groups.find(r["id"]),
+                    title=r["title"], composer=r["composer"], split=r["split"],
+                    **{k: s[k] for k in ("tracks", "programs", "is_drum", "families", "inferred", "n_notes", "beats",
+                                         "max_polyphony", "unique_pitches")},
+                ))
+            if not any("reason" not in s for s in res["sequences"]):
+                rejects.append(_reject(r, "no_sequence_left", "every selected track failed a quality filter"))
+    finally:
+        spill.close()
+    selected_t = selected.table().sort_by("id")
+    rejects_t = rejects.table()
+    order = pa.table({"id": rejects_t.column("id"), "track": pc.fill_null(rejects_t.column("track"), -1),
+                      "reason": rejects_t.column("reason")})
+    rejects_t = rejects_t.take(pc.sort_indices(order, [("id", "ascending"), ("track", "ascending"),
+                                                       ("reason", "ascending")]))
+    report = summarize(Counter(r["source"] for r in rows), selected_t, rejects_t)
+    return selected_t, rejects_t, report
 
 
-def summarize(rows: list[dict], selected: list[dict], rejects: list[dict]) -> dict:
-    file_rejects = [r for r in rejects if r["track"] is None]
-    kept_files = {r["file"] for r in selected}
+def summarize(acquired: Counter, selected: pa.Table, rejects: pa.Table) -> dict:
+    """The report, from the tables' columns (a few at a time, not as rows)."""
+    sel_source, sel_file = selected.column("source").to_pylist(), selected.column("file").to_pylist()
+    rej_source, rej_reason = rejects.column("source").to_pylist(), rejects.column("reason").to_pylist()
+    file_level = rejects.column("track").is_null().to_pylist()
+    files_by_source = Counter(src for src, _ in set(zip(sel_source, sel_file)))
     by_source = {}
-    for s in sorted({r["source"] for r in rows} | {r["source"] for r in rejects}):
+    for s in sorted(set(acquired) | set(rej_source)):
         by_source[s] = {
-            "acquired": sum(r["source"] == s for r in rows),
-            "files_selected": len({r["file"] for r in selected if r["source"] == s}),
-            "sequences": sum(r["source"] == s for r in selected),
-            "by_reason": dict(sorted(Counter(r["reason"] for r in file_rejects if r["source"] == s).items())),
+            "acquired": acquired[s],
+            "files_selected": files_by_source[s],
+            "sequences": sel_source.count(s),
+            "by_reason": dict(sorted(Counter(reason for src, reason, f in zip(rej_source, rej_reason, file_level)
+                                             if f and src == s).items())),
         }
-    group_sizes = Counter(r["group"] for r in selected)
+    group_sizes = Counter(selected.column("group").to_pylist())
+    flat = lambda col: (x for xs in selected.column(col).to_pylist() for x in xs)  # noqa: E731
     return {
-        "files": {"acquired": len(rows), "selected": len(kept_files), "rejected": len(file_rejects)},
-        "sequences": len(selected),
-        "notes": sum(r["n_notes"] for r in selected),
+        "files": {"acquired": sum(acquired.values()), "selected": len(set(sel_file)), "rejected": sum(file_level)},
+        "sequences": selected.num_rows,
+        "notes": sum(selected.column("n_notes").to_pylist()),
         "groups": {"total": len(group_sizes), "with_several_sequences": sum(n > 1 for n in group_sizes.values())},
         "by_source": by_source,
-        "by_reason": dict(sorted(Counter(r["reason"] for r in rejects).items())),
-        "tracks_by_family": dict(sorted(Counter(f for r in selected for f in r["families"]).items())),
-        "tracks_inferred_by": dict(sorted(Counter(i for r in selected for i in r["inferred"]).items())),
+        "by_reason": dict(sorted(Counter(rej_reason).items())),
+        "tracks_by_family": dict(sorted(Counter(flat("families")).items())),
+        "tracks_inferred_by": dict(sorted(Counter(flat("inferred")).items())),
     }
 
 

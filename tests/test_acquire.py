@@ -66,3 +66,42 @@ def test_music21_abc_opus_becomes_one_file_per_tune():
     items = render(rel)
     assert len(items) > 1
     assert [i.member for i in items] == [f"{rel}#{n}" for n in range(len(items))]
+
+
+def test_batches_name_where_files_lie_and_read_back_exactly_the_wanted_ones(tmp_path):
+    """Shard batches are row groups (only those holding a wanted file), zip batches are member slices, tar
+    batches carry bytes; each read in any process gives back the wanted files, in order."""
+    import io
+    import tarfile
+    import zipfile
+
+    from pipeline.artifacts import BATCH_FILES, iter_batches, read_batch
+    from pipeline.shards import ROWS_PER_GROUP, ShardWriter
+
+    n = 2 * ROWS_PER_GROUP + 10
+    blobs = {f"f{i:04d}.mid": hashlib.md5(str(i).encode()).digest() * 3 for i in range(n)}
+    with ShardWriter(tmp_path) as w:
+        for m, b in blobs.items():
+            w.add(f"local/{m}", b)
+    with zipfile.ZipFile(tmp_path / "a.zip", "w") as zf, tarfile.open(tmp_path / "a.tar.gz", "w:gz") as tf:
+        for m, b in blobs.items():
+            zf.writestr(m, b)
+            info = tarfile.TarInfo(m)
+            info.size = len(b)
+            tf.addfile(info, io.BytesIO(b))
+    # a third of the first row group, all of the second, none of the third
+    wanted = [m for i, m in enumerate(blobs) if (i < ROWS_PER_GROUP and i % 3 == 0) or
+              ROWS_PER_GROUP <= i < 2 * ROWS_PER_GROUP]
+    for artifact in ("midi-00000.parquet", "a.zip", "a.tar.gz"):
+        rows = [{"id": f"local/{m}", "artifact": artifact, "member": m} for m in wanted]
+        batches = list(iter_batches(tmp_path, rows))
+        got = [pair for b in batches for pair in read_batch(b)]
+        assert got == [(f"local/{m}", blobs[m]) for m in wanted], artifact
+        assert all(len(b) <= BATCH_FILES for b in batches)
+        if artifact.endswith("parquet"):
+            assert [b.row_group for b in batches] == [0, 1]  # the third row group holds nothing wanted
+            assert not any(b.blobs for b in batches)
+        elif artifact.endswith("zip"):
+            assert not any(b.blobs for b in batches) and all(b.members for b in batches)
+        else:
+            assert all(len(b.blobs) == len(b) for b in batches)

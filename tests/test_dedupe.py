@@ -42,6 +42,23 @@ def test_content_hash_sees_different_music(score):
         if not t.is_drum:
             t.shift_pitch(2, inplace=True)
     assert content_hash(transposed, ContentKey(transpose_invariant=False)) != content_hash(score, ContentKey(transpose_invariant=False))
+    drums_moved = score.copy()
+    for t in drums_moved.tracks:
+        if t.is_drum:
+            t.shift_pitch(3, inplace=True)
+    assert content_hash(drums_moved) != h  # drum keys are instruments, never transposed
+
+
+def test_content_hash_of_a_very_long_file_keeps_its_invariances(score):
+    """Past 2**22 steps the pairs no longer fit in int32 and the hash takes the int64 path."""
+    far = score.copy()
+    track = next(t for t in far.tracks if not t.is_drum and t.note_num())
+    track.notes[-1].time = 5_000_000 * far.ticks_per_quarter // 4  # 5 M steps in
+    h = content_hash(far)
+    assert content_hash(far.resample(far.ticks_per_quarter * 2)) == h
+    nearer = far.copy()
+    next(t for t in nearer.tracks if not t.is_drum and t.note_num()).notes[-1].time -= far.ticks_per_quarter
+    assert content_hash(nearer) != h != content_hash(score)
 
 
 def test_titles_and_song_keys():

@@ -1,4 +1,6 @@
+import os
 import shutil
+import signal
 
 import pyarrow.parquet as pq
 import pytest
@@ -76,6 +78,27 @@ def test_quality_filters(midi_folder, tmp_path, monkeypatch):
     selected, rejects, _ = _run(_params({"min_unique_pitches": 50}))
     assert not selected
     assert "repetitive" in {r["reason"] for r in rejects}
+
+
+def test_a_worker_killed_mid_file_loses_that_file_only(midi_folder, tmp_path, monkeypatch):
+    """What the OOM killer does to a worker: the file it was on is recorded as worker_died, the stage goes on."""
+    _acquire(midi_folder, tmp_path, monkeypatch)
+    victim = "local/folk/AprilWaltz.MIDI"
+    real = prepare._inspect
+
+    def dies_on_victim(item, cfg):  # forked workers inherit this
+        if item[0] == victim:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(item, cfg)
+
+    monkeypatch.setattr(prepare, "_inspect", dies_on_victim)
+    selected, rejects, report = _run(_params())
+    monkeypatch.setattr(prepare, "_inspect", real)
+    baseline, _, _ = _run(_params())
+    died = [r for r in rejects if r["reason"] == "worker_died"]
+    assert [r["id"] for r in died] == [victim]
+    assert {r["id"] for r in selected} == {r["id"] for r in baseline} - {victim}
+    assert report["by_reason"]["worker_died"] == 1
 
 
 def test_guards_turn_pathological_files_into_rejects(fixtures):
