@@ -95,13 +95,27 @@ def to_png(seed: np.ndarray, gen: np.ndarray, grid: Grid, title: str, path: Path
 
 
 def seeds(test: Split, L: int, n: int, seed: int) -> list[tuple[str, Notes, int]]:
-    """`n` test windows with notes to seed from: (sequence id, its notes, window start frame)."""
-    windows = [(i, notes, a) for i, notes in test.notes() for a in window_starts(notes.n_frames, L, L)
-               if len(window_notes(notes, a, a + L))]
-    if not windows:
+    """`n` test windows with notes to seed from: (sequence id, the window's notes, its start frame).
+
+    The split is streamed and only the chosen windows kept (reservoir sampling: uniform, without replacement),
+    so a Lakh-sized test split costs no memory; with fewer such windows than `n`, they are drawn with replacement.
+    """
+    rng, chosen, seen = np.random.default_rng(seed), [], 0
+    for piece, notes in test.notes():
+        for a in window_starts(notes.n_frames, L, L):
+            window = window_notes(notes, a, a + L)
+            if not len(window):
+                continue
+            seen += 1
+            if len(chosen) < n:
+                chosen.append((piece, window, a))
+            elif (j := rng.integers(seen)) < n:
+                chosen[j] = (piece, window, a)
+    if not chosen:
         raise SystemExit("generate: no test window with notes to seed from")
-    picks = np.random.default_rng(seed).choice(len(windows), size=n, replace=len(windows) < n)
-    return [windows[int(k)] for k in picks]
+    if seen < n:
+        chosen = [chosen[int(k)] for k in rng.choice(seen, size=n)]
+    return chosen
 
 
 def main() -> None:
@@ -121,8 +135,7 @@ def main() -> None:
     index = []
     with atomic_path(OUT) as tmp:
         (tmp / "rolls").mkdir(parents=True)
-        for i, (piece, notes, a) in enumerate(primes):
-            seed_notes = window_notes(notes, a, a + L) if len(notes) else EMPTY
+        for i, (piece, seed_notes, a) in enumerate(primes):
             if meta["kind"] == "tokens":
                 gen = continue_tokens(model, test.tokenizer, grid, [seed_notes], L, steps, meta["pad_id"], device,
                                       max_windows=max(8, 4 * steps // L), sampler=sampler)[0]

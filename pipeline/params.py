@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline import gm
 
@@ -29,17 +29,6 @@ class _Strict(BaseModel):
 class Music21Params(_Strict):
     composers: list[str] = Field(default_factory=lambda: ["bach"], min_length=1)
     max_files: int = Field(0, ge=0, description="0 takes every work")
-
-    @field_validator("composers")
-    @classmethod
-    def _known(cls, names: list[str]) -> list[str]:
-        from pipeline.sources.music21_corpus import corpus_collections
-
-        known = corpus_collections()
-        unknown = [n for n in names if n not in known]
-        if unknown:
-            raise ValueError(f"unknown music21 corpus collection(s) {unknown}; known: {sorted(known)}")
-        return names
 
 
 class LocalParams(_Strict):
@@ -115,6 +104,20 @@ class DataParams(_Strict):
         if len(set(sources)) != len(sources):
             raise ValueError("sources are listed more than once")
         return sources
+
+    @field_validator("music21")
+    @classmethod
+    def _known_collections(cls, m: Music21Params, info: ValidationInfo) -> Music21Params:
+        """Checked only where music21 is a source: a machine that only trains needs no music21 installed."""
+        if "music21" not in (info.data.get("sources") or []):
+            return m
+        from pipeline.sources.music21_corpus import corpus_collections
+
+        known = corpus_collections()
+        unknown = [n for n in m.composers if n not in known]
+        if unknown:
+            raise ValueError(f"composers: unknown music21 corpus collection(s) {unknown}; known: {sorted(known)}")
+        return m
 
     @model_validator(mode="after")
     def _local_needs_path(self) -> "DataParams":

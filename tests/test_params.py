@@ -38,7 +38,7 @@ def test_params_yaml_spells_out_every_key_of_the_schema():
     ({"filter": {"instruments": ["kazoo"]}}, "filter.instruments", "unknown instrument 'kazoo'"),
     ({"filter": {"instruments": [130]}}, "filter.instruments", "outside 0..127"),
     ({"data": {"sources": ["local"]}}, "data", "data.local.path must be set"),
-    ({"data": {"music21": {"composers": ["nobody"]}}}, "data.music21.composers", "unknown music21 corpus"),
+    ({"data": {"music21": {"composers": ["nobody"]}}}, "data.music21", "composers: unknown music21 corpus"),
     ({"split": {"valid": 0.5, "test": 0.5}}, "split", "leave a train share"),
     ({"train": {"loss": "mse"}}, "train.loss", "'bce' or 'focal'"),
     ({"data": {"maestro": {"checksum": "crc32:00"}}}, "data.maestro.checksum", "<algo>:<hex>"),
@@ -70,3 +70,9 @@ def test_scientific_notation_from_yaml_is_accepted():
 def test_families_and_programs_mix():
     p = P.parse({"filter": {"instruments": ["bass", "drums", 0]}})
     assert p.filter.instruments == ["bass", "drums", 0]
+
+
+def test_music21_collections_are_checked_only_where_music21_is_a_source():
+    """A machine that only trains (a GPU box) needs no music21: params naming other sources never look for it."""
+    p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}, "music21": {"composers": ["nobody"]}}})
+    assert p.data.music21.composers == ["nobody"]

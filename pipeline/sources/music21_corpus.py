@@ -5,6 +5,7 @@ ABC files there are opera of many tunes; each tune becomes its own MIDI file (`<
 """
 from __future__ import annotations
 
+import importlib.util
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
@@ -17,9 +18,11 @@ LICENSE = "music21 corpus (BSD-3-Clause package; see music21 for each work's ter
 
 
 def corpus_root() -> Path:
-    import music21.corpus
-
-    return Path(music21.corpus.__file__).parent
+    """music21's corpus folder, found without importing music21 (0.65 s that every stage would pay)."""
+    spec = importlib.util.find_spec("music21")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("music21 is not installed: `pip install music21`, or drop music21 from data.sources")
+    return Path(next(iter(spec.submodule_search_locations))) / "corpus"
 
 
 @lru_cache(maxsize=1)
