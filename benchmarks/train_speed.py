@@ -4,10 +4,12 @@ Usage: PYTHONPATH=. python benchmarks/train_speed.py [--mfu-only] [--budget-s 60
 (time to quality reads data/processed/pianoroll/ from `make repro`).
 
 1. MFU at DeepMusician's architecture: 2-layer GRU 512 encoder and decoder, head 512 -> 256 -> 88, batch 64,
-   64 frames in / 64 out, one training step (forward, backward, AdamW) with the fused teacher-forced decoder.
+   64 frames in / 64 out, one training step (forward, backward, AdamW) with the fused teacher-forced decoder,
+   with this project's GRU (pipeline.gru) and with plain nn.GRU, interleaved.
    Useful FLOPs count the GRU gate matmuls (3 gates x 2 x H x (input + H) per step, both directions of the
    matmul counted as multiply + add) and the head, forward x 3 for forward + backward; divided by the step
-   time and by the machine's fp32 matmul rate measured in the same run (a 4096 x 4096 @ 4096 x 4096).
+   time (median) and by the machine's fp32 matmul rate measured between the steps (a 4096 x 4096 @ 4096 x 4096,
+   median).
 2. Time to quality on the default data: wall time (training only, validation excluded) until valid next-frame
    F1 beats the repeat-last-frame baseline, for this project's trainer (fused teacher forcing, stride-16
    windows) and for a DeepMusician-style loop of the same model (stride-1 windows, teacher-forcing ratio 0.5
@@ -21,6 +23,7 @@ import statistics
 import time
 
 import torch
+from torch import nn
 
 from pipeline import losses
 from pipeline.model import Config, Seq2Seq
@@ -42,31 +45,46 @@ def step_flops(batch: int, T: int, n_in: int, H: int, layers: int, head: tuple[i
     return 3 * forward
 
 
-def mfu(threads: int) -> None:
-    torch.manual_seed(0)
+def mfu(threads: int, rounds: int = 5) -> None:
+    """This project's GRU (pipeline.gru) and plain nn.GRU in the same model, steps interleaved with the matmul
+    rate so that both see the same machine (its speed drifts by 10-20 % from minute to minute here)."""
     B, T, H = 64, 64, 512
-    model = Seq2Seq(Config(n_features=88, hidden=H, layers=2, dropout=0.0, seq_len=T, n_keys=88))
-    opt = torch.optim.AdamW(model.parameters())
     x, y = (torch.rand(B, T, 88) < 0.05).float(), (torch.rand(B, T, 88) < 0.05).float()
+    runs = {}
+    for name in ("pipeline.gru.GRU", "nn.GRU"):
+        torch.manual_seed(0)
+        model = Seq2Seq(Config(n_features=88, hidden=H, layers=2, dropout=0.0, seq_len=T, n_keys=88))
+        if name == "nn.GRU":
+            for part in ("encoder", "decoder"):
+                plain = nn.GRU(88, H, 2, batch_first=True)
+                plain.load_state_dict(getattr(model, part).state_dict())
+                setattr(model, part, plain)
+        runs[name] = (model, torch.optim.AdamW(model.parameters()), [])
 
-    def step():
+    def step(model, opt):
         loss = losses.focal(model(x, y), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(8):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    dt = statistics.median(times)
-    flops = step_flops(B, T, 88, H, 2, (H, H // 2, 88))
-    peak = matmul_rate()
-    print(f"MFU: step {dt * 1e3:.0f} ms, {flops / 1e9:.0f} GFLOP useful -> {flops / dt / 1e9:.1f} GFLOP/s; fp32 matmul "
-          f"{peak / 1e9:.1f} GFLOP/s ({threads} threads) -> MFU {flops / dt / peak:.0%}")
+    for model, opt, _ in runs.values():
+        step(model, opt)
+        step(model, opt)
+    peaks = []
+    for _ in range(rounds):
+        for model, opt, times in runs.values():
+            for _ in range(3):
+                t = time.perf_counter()
+                step(model, opt)
+                times.append(time.perf_counter() - t)
+        peaks.append(matmul_rate(reps=2))
+    flops, peak = step_flops(B, T, 88, H, 2, (H, H // 2, 88)), statistics.median(peaks)
+    print(f"fp32 matmul rate (4096^2 @ 4096^2, {threads} threads): median {peak / 1e9:.1f} GFLOP/s "
+          f"(range {min(peaks) / 1e9:.0f} to {max(peaks) / 1e9:.0f}); a step does {flops / 1e9:.0f} GFLOP of useful work")
+    for name, (_, _, times) in runs.items():
+        dt = statistics.median(times)
+        print(f"MFU with {name:16s}: step median {dt * 1e3:.0f} ms (best {min(times) * 1e3:.0f}) -> "
+              f"{flops / dt / 1e9:.1f} GFLOP/s -> MFU {flops / dt / peak:.0%}")
 
 
 def time_to_quality(budget_s: float) -> None:

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from pipeline.gru import GRU
+
 
 @dataclass(frozen=True)
 class Config:
@@ -32,8 +34,8 @@ class Seq2Seq(nn.Module):
         h, drop = cfg.hidden, (cfg.dropout if cfg.layers > 1 else 0.0)
         self.embed = nn.Embedding(cfg.n_features, h) if cfg.tokens else None
         width = h if cfg.tokens else cfg.n_features
-        self.encoder = nn.GRU(width, h, cfg.layers, batch_first=True, dropout=drop)
-        self.decoder = nn.GRU(width, h, cfg.layers, batch_first=True, dropout=drop)
+        self.encoder = GRU(width, h, cfg.layers, batch_first=True, dropout=drop)
+        self.decoder = GRU(width, h, cfg.layers, batch_first=True, dropout=drop)
         self.head = nn.Sequential(nn.Linear(h, h // 2), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(h // 2, cfg.n_features))
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:

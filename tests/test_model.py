@@ -121,3 +121,46 @@ def test_ddp_on_cuda_with_more_processes_than_gpus_fails_before_launching(monkey
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     with pytest.raises(ValueError, match="train.processes=2 needs 2 GPUs but 1 are visible"):
         runtime.relaunch_under_torchrun("pipeline.train", 2, "auto")
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_cpu_gru_path_matches_nn_gru_values_and_gradients(batch_first):
+    """pipeline.gru.GRU's own forward and backward against nn.GRU's, in float64 (so rounding cannot hide a bug)."""
+    from torch import nn
+
+    from pipeline.gru import GRU
+
+    torch.manual_seed(0)
+    ref = nn.GRU(7, 5, 3, batch_first=batch_first).double()
+    ours = GRU(7, 5, 3, batch_first=batch_first).double()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(4, 6, 7, dtype=torch.double, requires_grad=True)
+    for h0 in (None, torch.randn(3, 4 if batch_first else 6, 5, dtype=torch.double, requires_grad=True)):
+        (o1, h1), (o2, h2) = ref(x, h0), ours(x, h0)
+        torch.testing.assert_close(o2, o1, rtol=0, atol=1e-12)
+        torch.testing.assert_close(h2, h1, rtol=0, atol=1e-12)
+        w, v = torch.randn_like(o1), torch.randn_like(h1)
+        wrt = [x] + ([h0] if h0 is not None else []) + list(ref.parameters())
+        g1 = torch.autograd.grad((o1 * w).sum() + (h1 * v).sum(), wrt)
+        g2 = torch.autograd.grad((o2 * w).sum() + (h2 * v).sum(), wrt[:len(wrt) - 12] + list(ours.parameters()))
+        for a, b in zip(g1, g2):
+            torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+
+
+def test_cpu_gru_follows_its_weights_through_optimizer_steps():
+    """The transposed recurrent weight is cached between calls: an update must reach the next forward."""
+    from torch import nn
+
+    from pipeline.gru import GRU
+
+    torch.manual_seed(1)
+    ours, x = GRU(3, 4, 1, batch_first=True), torch.randn(2, 5, 3)
+    opt = torch.optim.SGD(ours.parameters(), lr=0.5)
+    for _ in range(3):
+        opt.zero_grad()
+        ours(x)[0].pow(2).sum().backward()
+        opt.step()
+        ref = nn.GRU(3, 4, 1, batch_first=True)
+        ref.load_state_dict(ours.state_dict())
+        torch.testing.assert_close(ours(x)[0], ref(x)[0])
+        torch.testing.assert_close(ours(x[:, :1])[0], ref(x[:, :1])[0], rtol=0, atol=0)  # one step: nn.GRU's path
