@@ -6,8 +6,8 @@ accumulation per step. Measured on 2 cores at hidden 512, batch 64: h @ W^T on t
 h @ W on a contiguous (H, 3H) copy at ~120, and one weight-gradient product over all batch x time rows at
 ~150. So the CPU path keeps a contiguous transposed copy of W_hh for the recurrence, writes each step into
 preallocated buffers, takes the gates' local derivatives for all steps at once, and forms every weight gradient
-with one large matmul at the end. A training step at DeepMusician's size (hidden 512) is about 11 % faster
-(benchmarks/train_speed.py), at hidden 1024 about 12 %; at the default hidden 256 the two are even. CUDA keeps
+with one large matmul at the end. A training step at DeepMusician's size (hidden 512) is 6 to 11 % faster
+(benchmarks/train_speed.py, two runs), at hidden 1024 about 12 %; at the default hidden 256 the two are even. CUDA keeps
 cuDNN (nn.GRU's own forward), and so does a one-step call (a decoder loop), where there is nothing to batch.
 """
 from __future__ import annotations
