@@ -31,7 +31,7 @@ from pipeline.cli import run_stage
 from pipeline.dataset import Split, Windows, data_dir, grid_of, window_starts
 from pipeline.metrics import FrameCounts, Sweep, nll_from_logits, nll_from_probs, onsets, sounding, sounding_prob
 from pipeline.pianoroll import densify
-from pipeline.rollout import continue_tokens, window_notes
+from pipeline.rollout import continue_tokens, reservoir, window_notes
 
 OUT = Path("metrics/eval.json")
 PR_CURVE = Path("metrics/pr_curve.json")
@@ -146,15 +146,10 @@ def evaluate_tokens(model, split: Split, train: Split, cal: dict, fixed: float, 
 
 def real_windows(test: Split, frames: int, n: int, seed: int) -> list:
     """`n` test windows of `frames` frames, drawn uniformly (reservoir sampling: the split is streamed)."""
-    rng, chosen, seen = np.random.default_rng(seed), [], 0
-    for _, notes in test.notes():
-        for a in range(0, notes.n_frames - frames + 1, frames):  # tiled, non-overlapping
-            seen += 1
-            if len(chosen) < n:
-                chosen.append(window_notes(notes, a, a + frames))
-            elif (j := rng.integers(seen)) < n:
-                chosen[j] = window_notes(notes, a, a + frames)
-    return chosen
+    tiles = ((notes, a) for _, notes in test.notes()
+             for a in range(0, notes.n_frames - frames + 1, frames))  # tiled, non-overlapping
+    chosen, _ = reservoir(tiles, n, np.random.default_rng(seed))
+    return [window_notes(notes, a, a + frames) for notes, a in chosen]
 
 
 def music_section(test: Split, index: list[dict], seed: int) -> dict:

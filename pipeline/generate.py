@@ -23,7 +23,7 @@ from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
 from pipeline.dataset import Split, data_dir, grid_of, window_starts
 from pipeline.pianoroll import Grid, Notes, densify, from_roll, to_tracks
-from pipeline.rollout import EMPTY, continue_roll, continue_tokens, window_notes
+from pipeline.rollout import EMPTY, continue_roll, continue_tokens, reservoir, window_notes
 from pipeline.sampling import Sampler
 
 OUT = Path("data/samples")
@@ -100,17 +100,10 @@ def seeds(test: Split, L: int, n: int, seed: int) -> list[tuple[str, Notes, int]
     The split is streamed and only the chosen windows kept (reservoir sampling: uniform, without replacement),
     so a Lakh-sized test split costs no memory; with fewer such windows than `n`, they are drawn with replacement.
     """
-    rng, chosen, seen = np.random.default_rng(seed), [], 0
-    for piece, notes in test.notes():
-        for a in window_starts(notes.n_frames, L, L):
-            window = window_notes(notes, a, a + L)
-            if not len(window):
-                continue
-            seen += 1
-            if len(chosen) < n:
-                chosen.append((piece, window, a))
-            elif (j := rng.integers(seen)) < n:
-                chosen[j] = (piece, window, a)
+    rng = np.random.default_rng(seed)
+    windows = ((piece, window_notes(notes, a, a + L), a) for piece, notes in test.notes()
+               for a in window_starts(notes.n_frames, L, L))
+    chosen, seen = reservoir((w for w in windows if len(w[1])), n, rng)
     if not chosen:
         raise SystemExit("generate: no test window with notes to seed from")
     if seen < n:

@@ -5,13 +5,30 @@ to notes on the same grid, so both are judged on the same frames.
 """
 from __future__ import annotations
 
+from typing import Iterable, TypeVar
+
 import numpy as np
 import torch
 
 from pipeline.pianoroll import Grid, Notes
 from pipeline.sampling import Sampler, recording
 
+T = TypeVar("T")
+
 EMPTY = Notes(np.zeros(0, np.uint8), np.zeros(0, np.int32), np.zeros(0, np.int32))
+
+
+def reservoir(items: Iterable[T], n: int, rng: np.random.Generator) -> tuple[list[T], int]:
+    """A uniform sample of `n` items without replacement from a stream of unknown length (reservoir sampling),
+    and how many items there were: windows of a split are drawn without holding the split."""
+    chosen, seen = [], 0
+    for item in items:
+        seen += 1
+        if len(chosen) < n:
+            chosen.append(item)
+        elif (j := rng.integers(seen)) < n:
+            chosen[j] = item
+    return chosen, seen
 
 
 def window_notes(notes: Notes, a: int, b: int) -> Notes:
