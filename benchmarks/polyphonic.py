@@ -27,7 +27,12 @@ train split (--no-bias-init: PyTorch's default). The weights of the best valid e
 test is never looked at before that. Optional regularisers: dropout on the input frames (--in-dropout), on the
 decoder's output before the head (--out-dropout), between GRU layers and inside the head (--dropout), and
 random transposition of whole training pieces (--transpose N: up to N semitones either way, train split only,
-never pushing a note off the keyboard; the published figures below did not use it).
+never pushing a note off the keyboard; the published figures below did not use it). --locked makes the input and
+output dropout variational (one mask per piece, the same at every frame, as in Gal & Ghahramani 2016);
+--weight-drop p drops the GRUs' hidden-to-hidden weights (DropConnect, one mask per batch, as in AWD-LSTM);
+--ema d scores valid and test with an exponential moving average of the weights (decay d per step), so model
+selection sees the averaged model. --save-test FILE.npz keeps the test logits and targets of the chosen
+weights; benchmarks/polyphonic_ensemble.py scores the average of several runs' probabilities.
 """
 from __future__ import annotations
 
@@ -36,11 +41,15 @@ import json
 import math
 import os
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline.model import Config, Seq2Seq
 
@@ -60,13 +69,62 @@ def load(name: str, data_dir: Path) -> dict[str, list[np.ndarray]]:
     return {s: [np.asarray(x, dtype=np.float32) for x in m[f"{s}data"][0]] for s in ("train", "valid", "test")}
 
 
+@dataclass(frozen=True)
+class Reg:
+    """The training-time regularisers of one forward pass (all off when scoring)."""
+    in_drop: float = 0.0
+    out_drop: float = 0.0
+    locked: bool = False
+    weight_drop: float = 0.0
+
+
+OFF = Reg()
+
+
+class Dropper:
+    """Dropout for one forward pass: per cell, or with --locked one mask per sequence for every frame.
+    `rows` repeats each sequence's mask for the chunks it was cut into (full context)."""
+
+    def __init__(self, p: float, locked: bool, training: bool):
+        self.p, self.locked, self.on, self.masks = p, locked, training and p > 0, {}
+
+    def __call__(self, x: torch.Tensor, key: str, rows: int = 1) -> torch.Tensor:
+        if not self.on:
+            return x
+        if not self.locked:
+            return F.dropout(x, self.p, True)
+        if key not in self.masks:
+            B = x.size(0) // rows
+            self.masks[key] = x.new_empty(B, 1, x.size(-1)).bernoulli_(1 - self.p) / (1 - self.p)
+        return x * self.masks[key].repeat_interleave(rows, dim=0)
+
+
+def gru_with_dropped_weights(gru: torch.nn.Module, p: float):
+    """The GRU as a function whose hidden-to-hidden weights carry one DropConnect mask for the whole batch."""
+    if not (gru.training and p > 0):
+        return gru
+    params = {n: F.dropout(w, p, True) if n.startswith("weight_hh") else w for n, w in gru.named_parameters()}
+    return lambda x, h=None: functional_call(gru, params, (x, h))
+
+
+def gates(model: Seq2Seq, reg: Reg):
+    """(encoder, decoder, input dropout, output dropout) for one forward pass."""
+    return (gru_with_dropped_weights(model.encoder, reg.weight_drop),
+            gru_with_dropped_weights(model.decoder, reg.weight_drop),
+            Dropper(reg.in_drop, reg.locked, model.training), Dropper(reg.out_drop, reg.locked, model.training))
+
+
 class Counts:
     """Summed NLL and frame-accuracy counts over the frames a mask selects."""
 
-    def __init__(self):
+    def __init__(self, keep: bool = False):
         self.nll, self.tp, self.fp, self.fn, self.frames = 0.0, 0, 0, 0, 0
+        self.kept = [] if keep else None  # (logits, targets) of the masked frames, in scoring order
 
     def add(self, logits: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> None:
+        if self.kept is not None:
+            sel = m.bool()
+            self.kept.append((logits[sel].float().cpu().numpy(), y[sel].bool().cpu().numpy()))
         cell = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)
         pred = (logits > 0).float() * m[..., None]
         self.nll += float((cell * m).sum())
@@ -111,14 +169,15 @@ class WindowTask:
             yield self.train[0][i], self.train[1][i], self.train[2][i]
 
     @staticmethod
-    def forward(model: Seq2Seq, b, in_drop: float, out_drop: float):
+    def forward(model: Seq2Seq, b, reg: Reg):
         x, y, m = b
-        if not (in_drop or out_drop):
+        if reg == OFF:
             return model(x, y), y, m
-        _, h = model.encoder(F.dropout(x, in_drop, model.training))
+        enc, dec, drop_in, drop_out = gates(model, reg)
+        _, h = enc(drop_in(x, "x"))
         dec_in = torch.cat([x[:, -1:], y[:, :-1]], dim=1)
-        out, _ = model.decoder(F.dropout(dec_in, in_drop, model.training), h)
-        return model.head(F.dropout(out, out_drop, model.training)), y, m
+        out, _ = dec(drop_in(dec_in, "x"), h)
+        return model.head(drop_out(out, "out")), y, m
 
     def eval_batches(self, split: str, batch: int = 256):
         x, y, m = getattr(self, split)
@@ -165,23 +224,24 @@ class PieceTask:
             x, m = self.pad([self.shifted(i, g) for i in groups[j]])
             yield x, m
 
-    def forward(self, model: Seq2Seq, b, in_drop: float, out_drop: float):
+    def forward(self, model: Seq2Seq, b, reg: Reg):
         """Logits, targets and mask for every chunk after the first (silent) one, each chunk decoded from the
         encoder's state after all chunks before it."""
         x, m = b
         B, P, n = x.shape
         L, K = self.L, P // self.L
+        enc, dec, drop_in, drop_out = gates(model, reg)
         chunks = x.view(B, K, L, n)
         h, states = None, []
         for k in range(K - 1):
-            _, h = model.encoder(F.dropout(chunks[:, k], in_drop, model.training), h)
+            _, h = enc(drop_in(chunks[:, k], "x"), h)
             states.append(h)
         h0 = torch.stack(states, dim=2)                         # (layers, B, K-1, hidden)
         h0 = h0.reshape(h0.size(0), B * (K - 1), h0.size(-1)).contiguous()
         y = chunks[:, 1:]                                       # (B, K-1, L, n): the chunks to predict
         dec_in = torch.cat([chunks[:, :-1, -1:], y[:, :, :-1]], dim=2).reshape(B * (K - 1), L, n)
-        out, _ = model.decoder(F.dropout(dec_in, in_drop, model.training), h0)
-        logits = model.head(F.dropout(out, out_drop, model.training))
+        out, _ = dec(drop_in(dec_in, "x", rows=K - 1), h0)
+        logits = model.head(drop_out(out, "out", rows=K - 1))
         return logits, y.reshape(B * (K - 1), L, n), m.view(B, K, L)[:, 1:].reshape(B * (K - 1), L)
 
     def eval_batches(self, split: str, batch: int = 64):
@@ -191,13 +251,13 @@ class PieceTask:
 
 
 @torch.no_grad()
-def score(model: Seq2Seq, task, split: str) -> dict:
+def score(model: Seq2Seq, task, split: str, keep: bool = False) -> Counts:
     model.eval()
-    c = Counts()
+    c = Counts(keep)
     for b in task.eval_batches(split):
-        logits, y, m = task.forward(model, b, 0.0, 0.0)
+        logits, y, m = task.forward(model, b, OFF)
         c.add(logits, y, m)
-    return c.result()
+    return c
 
 
 def main() -> None:
@@ -217,6 +277,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
     ap.add_argument("--transpose", type=int, default=0, help="train pieces transposed by up to N semitones")
+    ap.add_argument("--locked", action="store_true", help="input/output dropout: one mask per piece, every frame")
+    ap.add_argument("--weight-drop", type=float, default=0.0, help="DropConnect on the GRUs' hidden-to-hidden weights")
+    ap.add_argument("--ema", type=float, default=0.0, help="score an EMA of the weights with this decay per step (0: off)")
+    ap.add_argument("--save-test", type=Path, help="write the chosen weights' test logits and targets here (.npz)")
     ap.add_argument("--bias-init", action=argparse.BooleanOptionalAction, default=True,
                     help="start the output bias at the logit of each key's frequency in the train split")
     ap.add_argument("--clip", type=float, default=1.0, help="gradient norm clip")
@@ -243,6 +307,10 @@ def main() -> None:
         with torch.no_grad():
             model.head[-1].bias.copy_(torch.from_numpy(np.log(freq / (1 - freq))))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scored = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema)) if args.ema else None
+    reg = Reg(args.in_dropout, args.out_dropout, args.locked, args.weight_drop)
+    if args.weight_drop:  # cuDNN copies the dropped weights into one block each call, and says so every time
+        warnings.filterwarnings("ignore", message="RNN module weights are not part of single contiguous chunk")
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=args.patience // 3)
     best, best_epoch, best_state, stale, t0 = {"nll": math.inf}, 0, None, 0, time.perf_counter()
     g = torch.Generator().manual_seed(args.seed)
@@ -255,18 +323,21 @@ def main() -> None:
     for epoch in range(1, args.epochs + 1):
         model.train()
         for b in task.batches(args.batch, g):
-            logits, y, m = task.forward(model, b, args.in_dropout, args.out_dropout)
+            logits, y, m = task.forward(model, b, reg)
             cell = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)
             loss = (cell * m).sum() / m.sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
             opt.step()
-        v = score(model, task, "valid")
+            if scored is not None:
+                scored.update_parameters(model)
+        judged = scored.module if scored is not None else model
+        v = score(judged, task, "valid").result()
         sched.step(v["nll"])
         if v["nll"] < best["nll"]:
             best, best_epoch, stale = v, epoch, 0
-            best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+            best_state = {k: t.detach().clone() for k, t in judged.state_dict().items()}
         else:
             stale += 1
         if not args.quiet:
@@ -275,7 +346,12 @@ def main() -> None:
         if stale >= args.patience or (args.time_limit and time.perf_counter() - t0 > args.time_limit):
             break
     model.load_state_dict(best_state)
-    r = score(model, task, "test")
+    c = score(model, task, "test", keep=args.save_test is not None)
+    r = c.result()
+    if args.save_test:
+        args.save_test.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(args.save_test, logits=np.concatenate([k[0] for k in c.kept]),
+                 targets=np.concatenate([k[1] for k in c.kept]))
     wall = time.perf_counter() - t0
     assert r["frames"] == sum(map(len, data["test"])), "every test frame must be predicted exactly once"
     print(f"\n{args.data} test: NLL {r['nll']:.3f} nats/frame, frame accuracy {r['acc']:.3f} over {r['frames']} "

@@ -79,8 +79,11 @@ class GRU(nn.GRU):
 
     def _transposed(self, k: int) -> torch.Tensor:
         """W_hh^T of layer k, contiguous; copied again only when the weight has changed (an optimizer step, a
-        load), not at every batch of an evaluation."""
+        load), not at every batch of an evaluation. A weight that is not the module's own parameter (swapped in
+        by torch.func.functional_call, e.g. with DropConnect) is copied every call: its memory may be reused."""
         w = getattr(self, f"weight_hh_l{k}")
+        if not isinstance(w, nn.Parameter):
+            return w.detach().t().contiguous()
         key = (w.data_ptr(), w._version)
         cache = self.__dict__.setdefault("_wt_cache", {})
         if cache.get(k, (None,))[0] != key:

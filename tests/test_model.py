@@ -164,3 +164,27 @@ def test_cpu_gru_follows_its_weights_through_optimizer_steps():
         ref.load_state_dict(ours.state_dict())
         torch.testing.assert_close(ours(x)[0], ref(x)[0])
         torch.testing.assert_close(ours(x[:, :1])[0], ref(x[:, :1])[0], rtol=0, atol=0)  # one step: nn.GRU's path
+
+
+def test_cpu_gru_uses_weights_swapped_in_by_functional_call():
+    """DropConnect (benchmarks/polyphonic.py --weight-drop) swaps in a fresh hidden-to-hidden weight each batch;
+    its memory may be the last one's, so a cache keyed on the address would silently reuse the old mask."""
+    from torch import nn
+    from torch.func import functional_call
+
+    from pipeline.gru import GRU
+
+    torch.manual_seed(2)
+    ours, x = GRU(3, 4, 1, batch_first=True), torch.randn(2, 5, 3)
+    ref = nn.GRU(3, 4, 1, batch_first=True)
+    ref.load_state_dict(ours.state_dict())
+    w = ours.weight_hh_l0.detach()
+    memory = torch.empty_like(w)
+    for scale in (0.0, 1.0, -2.0):
+        memory.copy_(w * scale)
+        buf = torch.empty(0).set_(memory.untyped_storage(), 0, w.shape)  # a new tensor in the same memory,
+        assert buf.data_ptr() == memory.data_ptr() and buf._version == 1  # as a caching allocator hands back
+        params = dict(ours.named_parameters(), weight_hh_l0=buf)
+        got = functional_call(ours, params, (x,))[0]
+        want = functional_call(ref, dict(ref.named_parameters(), weight_hh_l0=buf), (x,))[0]
+        torch.testing.assert_close(got, want)
