@@ -107,7 +107,7 @@ def gru_with_dropped_weights(gru: torch.nn.Module, p: float):
     return lambda x, h=None: functional_call(gru, params, (x, h))
 
 
-def gates(model: Seq2Seq, reg: Reg):
+def parts(model: Seq2Seq, reg: Reg):
     """(encoder, decoder, input dropout, output dropout) for one forward pass."""
     return (gru_with_dropped_weights(model.encoder, reg.weight_drop),
             gru_with_dropped_weights(model.decoder, reg.weight_drop),
@@ -173,7 +173,7 @@ class WindowTask:
         x, y, m = b
         if reg == OFF:
             return model(x, y), y, m
-        enc, dec, drop_in, drop_out = gates(model, reg)
+        enc, dec, drop_in, drop_out = parts(model, reg)
         _, h = enc(drop_in(x, "x"))
         dec_in = torch.cat([x[:, -1:], y[:, :-1]], dim=1)
         out, _ = dec(drop_in(dec_in, "x"), h)
@@ -230,7 +230,7 @@ class PieceTask:
         x, m = b
         B, P, n = x.shape
         L, K = self.L, P // self.L
-        enc, dec, drop_in, drop_out = gates(model, reg)
+        enc, dec, drop_in, drop_out = parts(model, reg)
         chunks = x.view(B, K, L, n)
         h, states = None, []
         for k in range(K - 1):
