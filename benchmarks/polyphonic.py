@@ -292,6 +292,9 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the result")
     args = ap.parse_args()
+    for name in ("dropout", "in_dropout", "out_dropout", "weight_drop", "ema"):
+        if not 0 <= getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     torch.manual_seed(args.seed)
