@@ -82,21 +82,20 @@ OFF = Reg()
 
 
 class Dropper:
-    """Dropout for one forward pass: per cell, or with --locked one mask per sequence for every frame.
-    `rows` repeats each sequence's mask for the chunks it was cut into (full context)."""
+    """Dropout for one forward pass: per cell, or with --locked one mask per sequence for every frame (drawn at
+    the first call). `rows` repeats each sequence's mask for the chunks it was cut into (full context)."""
 
     def __init__(self, p: float, locked: bool, training: bool):
-        self.p, self.locked, self.on, self.masks = p, locked, training and p > 0, {}
+        self.p, self.locked, self.on, self.mask = p, locked, training and p > 0, None
 
-    def __call__(self, x: torch.Tensor, key: str, rows: int = 1) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, rows: int = 1) -> torch.Tensor:
         if not self.on:
             return x
         if not self.locked:
             return F.dropout(x, self.p, True)
-        if key not in self.masks:
-            B = x.size(0) // rows
-            self.masks[key] = x.new_empty(B, 1, x.size(-1)).bernoulli_(1 - self.p) / (1 - self.p)
-        return x * self.masks[key].repeat_interleave(rows, dim=0)
+        if self.mask is None:
+            self.mask = x.new_empty(x.size(0) // rows, 1, x.size(-1)).bernoulli_(1 - self.p) / (1 - self.p)
+        return x * self.mask.repeat_interleave(rows, dim=0)
 
 
 def gru_with_dropped_weights(gru: torch.nn.Module, p: float):
@@ -174,10 +173,10 @@ class WindowTask:
         if reg == OFF:
             return model(x, y), y, m
         enc, dec, drop_in, drop_out = parts(model, reg)
-        _, h = enc(drop_in(x, "x"))
+        _, h = enc(drop_in(x))
         dec_in = torch.cat([x[:, -1:], y[:, :-1]], dim=1)
-        out, _ = dec(drop_in(dec_in, "x"), h)
-        return model.head(drop_out(out, "out")), y, m
+        out, _ = dec(drop_in(dec_in), h)
+        return model.head(drop_out(out)), y, m
 
     def eval_batches(self, split: str, batch: int = 256):
         x, y, m = getattr(self, split)
@@ -234,14 +233,14 @@ class PieceTask:
         chunks = x.view(B, K, L, n)
         h, states = None, []
         for k in range(K - 1):
-            _, h = enc(drop_in(chunks[:, k], "x"), h)
+            _, h = enc(drop_in(chunks[:, k]), h)
             states.append(h)
         h0 = torch.stack(states, dim=2)                         # (layers, B, K-1, hidden)
         h0 = h0.reshape(h0.size(0), B * (K - 1), h0.size(-1)).contiguous()
         y = chunks[:, 1:]                                       # (B, K-1, L, n): the chunks to predict
         dec_in = torch.cat([chunks[:, :-1, -1:], y[:, :, :-1]], dim=2).reshape(B * (K - 1), L, n)
-        out, _ = dec(drop_in(dec_in, "x", rows=K - 1), h0)
-        logits = model.head(drop_out(out, "out", rows=K - 1))
+        out, _ = dec(drop_in(dec_in, rows=K - 1), h0)
+        logits = model.head(drop_out(out, rows=K - 1))
         return logits, y.reshape(B * (K - 1), L, n), m.view(B, K, L)[:, 1:].reshape(B * (K - 1), L)
 
     def eval_batches(self, split: str, batch: int = 64):
