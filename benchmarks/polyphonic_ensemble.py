@@ -1,10 +1,10 @@
 """Scores the average of several benchmarks/polyphonic.py runs (each saved with --save-test FILE.npz).
 
-Usage: python benchmarks/polyphonic_ensemble.py run1.npz run2.npz ... [--json]
+Usage: PYTHONPATH=. python benchmarks/polyphonic_ensemble.py run1.npz run2.npz ... [--json]
 
 The ensemble's probability of each key in each test frame is the mean of the runs' sigmoid probabilities (a
-mixture of the models); NLL and frame accuracy are then computed exactly as polyphonic.py computes them. The
-runs must have scored the same test frames in the same order (same --data and --seq-len), which is checked.
+mixture of the models); NLL and frame accuracy are then scored by polyphonic.py's own Counts. The runs must
+have scored the same test frames in the same order (same --data and --seq-len), which is checked.
 """
 from __future__ import annotations
 
@@ -13,19 +13,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from polyphonic import Counts  # this folder is on sys.path when the script runs
 
 
-def scores(p: np.ndarray, y: np.ndarray) -> dict:
-    """NLL per frame (nats, summed over keys) and frame accuracy TP/(TP+FP+FN) at 0.5."""
-    p = np.clip(p.astype(np.float64), 1e-12, 1 - 1e-12)
-    nll = -(np.where(y, np.log(p), np.log1p(-p))).sum(1).mean()
-    pred = p > 0.5
-    tp, fp, fn = int((pred & y).sum()), int((pred & ~y).sum()), int((~pred & y).sum())
-    return {"nll": float(nll), "acc": tp / max(tp + fp + fn, 1), "frames": len(y)}
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1 + np.tanh(0.5 * x.astype(np.float64)))  # no overflow for large |x|
+def scores(logits: torch.Tensor, y: torch.Tensor) -> dict:
+    c = Counts()
+    c.add(logits, y, torch.ones(len(y), dtype=logits.dtype))
+    return c.result()
 
 
 def main() -> None:
@@ -36,16 +32,16 @@ def main() -> None:
     targets, total, single = None, None, []
     for path in args.runs:
         with np.load(path) as f:
-            logits, y = f["logits"], f["targets"]
+            logits, y = torch.from_numpy(f["logits"]).double(), torch.from_numpy(f["targets"]).double()
         if targets is None:
             targets = y
-        elif y.shape != targets.shape or not np.array_equal(y, targets):
+        elif y.shape != targets.shape or not torch.equal(y, targets):
             raise SystemExit(f"{path}: scored other test frames than {args.runs[0]} (different --data or --seq-len?)")
-        p = sigmoid(logits)
-        single.append(scores(p, y))
+        single.append(scores(logits, y))
+        p = torch.sigmoid(logits)
         total = p if total is None else total + p
         print(f"{path.name}: NLL {single[-1]['nll']:.3f}, frame accuracy {single[-1]['acc']:.3f}")
-    r = scores(total / len(args.runs), targets)
+    r = scores(torch.logit(total / len(args.runs)), targets)
     print(f"ensemble of {len(args.runs)}: NLL {r['nll']:.3f} nats/frame, frame accuracy {r['acc']:.3f} "
           f"over {r['frames']} frames (single runs: NLL {min(s['nll'] for s in single):.3f} to "
           f"{max(s['nll'] for s in single):.3f})")
