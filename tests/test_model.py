@@ -1,4 +1,5 @@
 import io
+import os
 
 import pytest
 import torch
@@ -145,6 +146,60 @@ def test_cpu_gru_path_matches_nn_gru_values_and_gradients(batch_first):
         g2 = torch.autograd.grad((o2 * w).sum() + (h2 * v).sum(), wrt[:len(wrt) - 12] + list(ours.parameters()))
         for a, b in zip(g1, g2):
             torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
+
+
+def _grads_against_nn_gru(ours, ref, x, h0):
+    (o1, h1), (o2, h2) = ref(x, h0), ours(x, h0)
+    w, v = torch.randn_like(o1), torch.randn_like(h1)
+    g1 = torch.autograd.grad((o1 * w).sum() + (h1 * v).sum(), [x, h0] + list(ref.parameters()))
+    g2 = torch.autograd.grad((o2 * w).sum() + (h2 * v).sum(), [x, h0] + list(ours.parameters()))
+    return (o1, h1, *g1), (o2, h2, *g2)
+
+
+def test_fused_gate_kernels_match_nn_gru_in_float32():
+    """gru_gates.cpp (float32, fast-math) against nn.GRU: values and every gradient, to float32 rounding.
+    Odd sizes, so that no vector width divides the rows."""
+    from torch import nn
+
+    from pipeline.gru import GRU, gate_kernels
+
+    if gate_kernels() is None:
+        pytest.skip("the fused gate kernels could not be built here (no C++ compiler); the PyTorch-ops path "
+                    "is tested in float64 above")
+    torch.manual_seed(3)
+    ref, ours = nn.GRU(11, 37, 2), GRU(11, 37, 2)
+    ours.load_state_dict(ref.state_dict())
+    x, h0 = torch.randn(9, 5, 11, requires_grad=True), torch.randn(2, 5, 37, requires_grad=True)
+    want, got = _grads_against_nn_gru(ours, ref, x, h0)
+    for a, b in zip(want, got):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_gru_trains_with_pytorch_ops_when_the_kernels_cannot_be_built(tmp_path):
+    """No C++ compiler (CXX=false here): a warning that says so, and the same results through PyTorch ops."""
+    import subprocess
+    import sys
+
+    script = """
+import warnings, torch
+from torch import nn
+from pipeline.gru import GRU, gate_kernels
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    assert gate_kernels() is None
+print(caught[0].message)
+torch.manual_seed(0)
+ref, ours = nn.GRU(4, 6, 2), GRU(4, 6, 2)
+ours.load_state_dict(ref.state_dict())
+x = torch.randn(5, 3, 4)
+ours(x)[0].sum().backward()
+torch.testing.assert_close(ours(x)[0], ref(x)[0])
+print("trained")
+"""
+    env = {**os.environ, "CXX": "false", "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "fused gate kernels unavailable" in done.stdout and "trained" in done.stdout
 
 
 def test_cpu_gru_follows_its_weights_through_optimizer_steps():
