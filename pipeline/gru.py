@@ -61,10 +61,10 @@ def gate_kernels():
     if os.environ.get("PIPELINE_GRU_KERNELS", "1") == "0":
         return None
     from torch.utils.cpp_extension import load
-    if not shutil.which("ninja"):  # the ninja wheel's binary, when the venv's bin/ is not on PATH
-        import ninja
-        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     try:
+        if not shutil.which("ninja"):  # the ninja wheel's binary, when the venv's bin/ is not on PATH
+            import ninja
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
         print("pipeline.gru: loading the fused GRU gate kernels (built once per machine, about a minute)",
               file=sys.stderr, flush=True)
         flags = ["-O3", "-ffast-math", "-march=native", "-fopenmp"]  # fast-math: vectorised exp and tanh
