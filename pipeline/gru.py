@@ -60,7 +60,7 @@ def gate_kernels():
     compiler), or with PIPELINE_GRU_KERNELS=0: the gates then run as PyTorch ops, same results to rounding."""
     if os.environ.get("PIPELINE_GRU_KERNELS", "1") == "0":
         return None
-    from torch.utils.cpp_extension import load
+    from torch.utils.cpp_extension import load_inline
     try:
         if not shutil.which("ninja"):  # the ninja wheel's binary, when the venv's bin/ is not on PATH
             import ninja
@@ -68,8 +68,10 @@ def gate_kernels():
         print("pipeline.gru: loading the fused GRU gate kernels (built once per machine, about a minute)",
               file=sys.stderr, flush=True)
         flags = ["-O3", "-ffast-math", "-march=native", "-fopenmp"]  # fast-math: vectorised exp and tanh
-        return load("pipeline_gru_gates", [str(Path(__file__).with_name("gru_gates.cpp"))],
-                    extra_cflags=flags, extra_ldflags=["-fopenmp"])
+        # the source goes in as text: the loader writes it to a fixed path in its build folder, so a copy of
+        # this repository elsewhere (a DVC experiment's temp folder) reuses the build instead of recompiling
+        return load_inline("pipeline_gru_gates", [Path(__file__).with_name("gru_gates.cpp").read_text()],
+                           extra_cflags=flags, extra_ldflags=["-fopenmp"])
     except Exception as e:  # noqa: BLE001 -- any build failure means: run the gates as PyTorch ops
         warnings.warn(f"pipeline.gru: fused gate kernels unavailable ({type(e).__name__}: {str(e)[:300]}); "
                       "the GRU's CPU training path runs its gates as PyTorch ops, about a fifth slower", stacklevel=2)

@@ -1,5 +1,6 @@
 import io
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,6 +201,28 @@ print("trained")
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "fused gate kernels unavailable" in done.stdout and "trained" in done.stdout
+
+
+def test_fused_gate_kernels_build_once_for_every_copy_of_the_repository(tmp_path):
+    """DVC runs queued experiments in copies of the repository: each copy must load the one build, not
+    recompile it (a minute each)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from pipeline.gru import gate_kernels
+
+    if gate_kernels() is None:
+        pytest.skip("the fused gate kernels could not be built here (no C++ compiler)")
+    script = "from pipeline.gru import gate_kernels; import os; print(os.stat(gate_kernels().__file__).st_mtime_ns)"
+    stamps = []
+    for copy in ("a", "b"):
+        shutil.copytree(Path(__file__).parents[1] / "pipeline", tmp_path / copy / "pipeline")
+        done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path / copy, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(tmp_path / copy)}, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        stamps.append(done.stdout.split()[-1])
+    assert stamps[0] == stamps[1], "the second copy rebuilt the kernels"
 
 
 def test_cpu_gru_follows_its_weights_through_optimizer_steps():
