@@ -125,6 +125,17 @@ def test_ddp_on_cuda_with_more_processes_than_gpus_fails_before_launching(monkey
         runtime.relaunch_under_torchrun("pipeline.train", 2, "auto")
 
 
+def _against_nn_gru(ours, ref, x, h0):
+    """Outputs, final states and the gradients of a random projection of both, w.r.t. the input, h0 (if given)
+    and every parameter: nn.GRU's, then ours."""
+    (o1, h1), (o2, h2) = ref(x, h0), ours(x, h0)
+    w, v = torch.randn_like(o1), torch.randn_like(h1)
+    inputs = [x] + ([h0] if h0 is not None else [])
+    g1 = torch.autograd.grad((o1 * w).sum() + (h1 * v).sum(), inputs + list(ref.parameters()))
+    g2 = torch.autograd.grad((o2 * w).sum() + (h2 * v).sum(), inputs + list(ours.parameters()))
+    return (o1, h1, *g1), (o2, h2, *g2)
+
+
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_cpu_gru_path_matches_nn_gru_values_and_gradients(batch_first):
     """pipeline.gru.GRU's own forward and backward against nn.GRU's, in float64 (so rounding cannot hide a bug)."""
@@ -138,23 +149,9 @@ def test_cpu_gru_path_matches_nn_gru_values_and_gradients(batch_first):
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(4, 6, 7, dtype=torch.double, requires_grad=True)
     for h0 in (None, torch.randn(3, 4 if batch_first else 6, 5, dtype=torch.double, requires_grad=True)):
-        (o1, h1), (o2, h2) = ref(x, h0), ours(x, h0)
-        torch.testing.assert_close(o2, o1, rtol=0, atol=1e-12)
-        torch.testing.assert_close(h2, h1, rtol=0, atol=1e-12)
-        w, v = torch.randn_like(o1), torch.randn_like(h1)
-        wrt = [x] + ([h0] if h0 is not None else []) + list(ref.parameters())
-        g1 = torch.autograd.grad((o1 * w).sum() + (h1 * v).sum(), wrt)
-        g2 = torch.autograd.grad((o2 * w).sum() + (h2 * v).sum(), wrt[:len(wrt) - 12] + list(ours.parameters()))
-        for a, b in zip(g1, g2):
+        want, got = _against_nn_gru(ours, ref, x, h0)
+        for a, b in zip(want, got):
             torch.testing.assert_close(b, a, rtol=0, atol=1e-12)
-
-
-def _grads_against_nn_gru(ours, ref, x, h0):
-    (o1, h1), (o2, h2) = ref(x, h0), ours(x, h0)
-    w, v = torch.randn_like(o1), torch.randn_like(h1)
-    g1 = torch.autograd.grad((o1 * w).sum() + (h1 * v).sum(), [x, h0] + list(ref.parameters()))
-    g2 = torch.autograd.grad((o2 * w).sum() + (h2 * v).sum(), [x, h0] + list(ours.parameters()))
-    return (o1, h1, *g1), (o2, h2, *g2)
 
 
 def test_fused_gate_kernels_match_nn_gru_in_float32():
@@ -171,7 +168,7 @@ def test_fused_gate_kernels_match_nn_gru_in_float32():
     ref, ours = nn.GRU(11, 37, 2), GRU(11, 37, 2)
     ours.load_state_dict(ref.state_dict())
     x, h0 = torch.randn(9, 5, 11, requires_grad=True), torch.randn(2, 5, 37, requires_grad=True)
-    want, got = _grads_against_nn_gru(ours, ref, x, h0)
+    want, got = _against_nn_gru(ours, ref, x, h0)
     for a, b in zip(want, got):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
 
@@ -226,7 +223,7 @@ def test_fused_gate_kernels_build_once_for_every_copy_of_the_repository(tmp_path
 
 
 def test_cpu_gru_follows_its_weights_through_optimizer_steps():
-    """The transposed recurrent weight is cached between calls: an update must reach the next forward."""
+    """The prepared recurrent products are cached between calls: an update must reach the next forward."""
     from torch import nn
 
     from pipeline.gru import GRU
