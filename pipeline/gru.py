@@ -12,7 +12,9 @@ batch 64, 2 threads) is about a fifth faster than nn.GRU's (benchmarks/train_spe
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
+import platform
 import shutil
 import sys
 import warnings
@@ -53,6 +55,16 @@ def _torch_forward(gi, gh, h, rz, ghn, n, h_next):
     torch.lerp(n, h, rz[:, H:], out=h_next)  # (1 - z) n + z h
 
 
+def cpu_key(cpuinfo: str) -> str:
+    """What a -march=native build depends on: the CPU model and instruction set (from /proc/cpuinfo's text; the
+    per-core clock lines left out), so a home folder shared by different machines keeps a build per CPU instead
+    of loading one that uses instructions this CPU lacks (SIGILL)."""
+    lines = {line for line in cpuinfo.splitlines()
+             if line.startswith(("model name", "flags", "Features", "CPU implementer", "CPU part"))}
+    ident = "\n".join(sorted(lines)) + platform.machine() + platform.processor()
+    return hashlib.sha1(ident.encode()).hexdigest()[:12]
+
+
 @functools.cache
 def gate_kernels():
     """gru_gates.cpp, compiled once per machine by PyTorch's extension loader (about a minute; cached under
@@ -68,9 +80,14 @@ def gate_kernels():
         print("pipeline.gru: loading the fused GRU gate kernels (built once per machine, about a minute)",
               file=sys.stderr, flush=True)
         flags = ["-O3", "-ffast-math", "-march=native", "-fopenmp"]  # fast-math: vectorised exp and tanh
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux: the machine and processor names alone
+            cpuinfo = ""
         # the source goes in as text: the loader writes it to a fixed path in its build folder, so a copy of
         # this repository elsewhere (a DVC experiment's temp folder) reuses the build instead of recompiling
-        return load_inline("pipeline_gru_gates", [Path(__file__).with_name("gru_gates.cpp").read_text()],
+        return load_inline(f"pipeline_gru_gates_{cpu_key(cpuinfo)}",
+                           [Path(__file__).with_name("gru_gates.cpp").read_text()],
                            extra_cflags=flags, extra_ldflags=["-fopenmp"])
     except Exception as e:  # noqa: BLE001 -- any build failure means: run the gates as PyTorch ops
         warnings.warn(f"pipeline.gru: fused gate kernels unavailable ({type(e).__name__}: {str(e)[:300]}); "

@@ -263,3 +263,17 @@ def test_cpu_gru_uses_weights_swapped_in_by_functional_call():
         got = functional_call(ours, params, (x,))[0]
         want = functional_call(ref, dict(ref.named_parameters(), weight_hh_l0=buf), (x,))[0]
         torch.testing.assert_close(got, want)
+
+
+def test_kernel_builds_are_kept_per_cpu():
+    """-march=native code must not be loaded on another CPU from a shared home folder: the build's name keys
+    on the model and instruction set, not on the per-core clock."""
+    from pipeline.gru import cpu_key
+
+    one = "processor\t: 0\nmodel name\t: Xeon\ncpu MHz\t\t: 2100.0\nflags\t\t: fpu sse2 avx2 avx512f\n"
+    same_cpu = one.replace("2100.0", "2899.9") + one.replace("processor\t: 0", "processor\t: 1")
+    no_avx512 = one.replace(" avx512f", "")
+    other_model = one.replace("Xeon", "EPYC")
+    assert cpu_key(one) == cpu_key(same_cpu)
+    assert len({cpu_key(one), cpu_key(no_avx512), cpu_key(other_model)}) == 3
+    assert cpu_key(one).isalnum()  # part of a Python module's name
