@@ -132,9 +132,8 @@ class _Layer(torch.autograd.Function):
         if ctx.kernels:
             g, carry = d_last.contiguous(), torch.zeros_like(d_last)  # dh = g + carry + d_out[t]
             for t in reversed(range(T)):
-                new_carry = torch.empty_like(carry)
-                ctx.kernels.backward(g, carry, d_out[t], rz[t], n[t], ghn[t], hs[t], d_gh[t], d_gin[t], new_carry)
-                g, carry = ctx.times_wt(d_gh[t]), new_carry
+                ctx.kernels.backward(g, carry, d_out[t], rz[t], n[t], ghn[t], hs[t], d_gh[t], d_gin[t])
+                g = ctx.times_wt(d_gh[t])
             dh = g + carry
         else:
             r, z = rz[:, :, :H], rz[:, :, H:]

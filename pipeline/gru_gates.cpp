@@ -48,18 +48,17 @@ void forward(const torch::Tensor& gi, const torch::Tensor& gh, const torch::Tens
 
 // Backward: dh = g + carry + d_out (the gradient reaching h' from the next step's product, its z path and the
 // output); writes the recurrent pre-activation gradients d_gh (r, z, n), the input-side n gradient d_gin and
-// the part of dh that flows straight to h through z (carry_out = z dh).
-void backward(const torch::Tensor& g, const torch::Tensor& carry, const torch::Tensor& d_out,
+// the part of dh that flows straight to h through z, which replaces carry in place (carry = z dh).
+void backward(const torch::Tensor& g, torch::Tensor carry, const torch::Tensor& d_out,
               const torch::Tensor& rz, const torch::Tensor& n, const torch::Tensor& ghn, const torch::Tensor& h,
-              torch::Tensor d_gh, torch::Tensor d_gin, torch::Tensor carry_out) {
+              torch::Tensor d_gh, torch::Tensor d_gin) {
   const int64_t B = h.size(0), H = h.size(1);
   check(g, H, "g"); check(carry, H, "carry"); check(d_out, H, "d_out"); check(rz, 2 * H, "rz"); check(n, H, "n");
   check(ghn, H, "ghn"); check(h, H, "h"); check(d_gh, 3 * H, "d_gh"); check(d_gin, H, "d_gin");
-  check(carry_out, H, "carry_out");
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       const float* g_b = row<const float>(g, b);
-      const float* c_b = row<const float>(carry, b);
+      float* c_b = row<float>(carry, b);  // read, then overwritten, at the same j only
       const float* o_b = row<const float>(d_out, b);
       const float* rz_b = row<const float>(rz, b);
       const float* n_b = row<const float>(n, b);
@@ -67,7 +66,6 @@ void backward(const torch::Tensor& g, const torch::Tensor& carry, const torch::T
       const float* h_b = row<const float>(h, b);
       float* dg_b = row<float>(d_gh, b);
       float* dgin_b = row<float>(d_gin, b);
-      float* co_b = row<float>(carry_out, b);
 #pragma omp simd
       for (int64_t j = 0; j < H; ++j) {
         const float dh = g_b[j] + c_b[j] + o_b[j];
@@ -77,7 +75,7 @@ void backward(const torch::Tensor& g, const torch::Tensor& carry, const torch::T
         dg_b[H + j] = dh * (h_b[j] - nj) * z * (1.f - z);
         dg_b[2 * H + j] = dn * r;
         dgin_b[j] = dn;
-        co_b[j] = dh * z;
+        c_b[j] = dh * z;
       }
     }
   });
