@@ -14,7 +14,7 @@ from typing import Iterator
 
 from pipeline.manifest import Item, Skip
 
-MIDI_SUFFIXES = frozenset({".mid", ".midi", ".kar"})
+MIDI_SUFFIXES = frozenset({".mid", ".midi", ".kar", ".rmi"})  # .rmi: RIFF-wrapped MIDI (pipeline.smf.unwrap)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
 

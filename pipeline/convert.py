@@ -24,7 +24,8 @@ from pipeline import split as S
 from pipeline.artifacts import iter_bytes
 from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage
-from pipeline.midi import parse, track_notes
+from pipeline import smf
+from pipeline.midi import part_notes
 from pipeline.parallel import imap, n_workers
 from pipeline.pianoroll import Grid, quantize
 
@@ -60,17 +61,20 @@ def _tokenizer(r: P.RepresentParams, drums: bool):
     return tokens.make(r.tokenizer, grid_of(r, drums), r.velocity, r.max_shift_beats)
 
 
-def encode(item: tuple[str, bytes, list[tuple[str, list[int]]]], r: P.RepresentParams, drums: bool) -> list[dict]:
-    """One file's sequences (each a list of its tracks) in the representation. Runs in a worker."""
+def encode(item: tuple[str, bytes, list[tuple[str, list[int], list[bool]]]], r: P.RepresentParams,
+           drums: bool) -> list[dict]:
+    """One file's sequences (each its parts, and prepare's drum decision for each) in the representation. Runs
+    in a worker."""
     file_id, data, sequences = item
     grid = grid_of(r, drums)
-    score = parse(data)
-    if r.steps_per_second:
-        score = score.to("second")
+    song = smf.read(data)
     out = []
-    for seq_id, tracks in sequences:
-        notes, outside = quantize([track_notes(score, i) for i in tracks], grid, velocity=r.velocity)
-        res = {"id": seq_id, "n_frames": notes.n_frames, "n_notes": len(notes), "outside": outside}
+    for seq_id, tracks, is_drum in sequences:
+        parts = [part_notes(song, i, d, r.sustain, seconds=bool(r.steps_per_second)) for i, d in zip(tracks, is_drum)]
+        notes, outside = quantize(parts, grid, velocity=r.velocity)
+        # a unison (same key and onset frame, across parts too) is one cell of the roll: counted, not hidden
+        merged = sum(len(p.pitch) for p in parts) - outside - len(notes)
+        res = {"id": seq_id, "n_frames": notes.n_frames, "n_notes": len(notes), "outside": outside, "merged": merged}
         if r.kind == "tokens":
             from pipeline import tokens
 
@@ -148,17 +152,18 @@ def run(p: P.Params, out_dir: Path) -> dict:
         for source in p.data.sources:
             files = [seqs[0] for seqs in by_file.values() if seqs[0]["source"] == source]
             for file_id, data in iter_bytes(RAW / source, ({**f, "id": f["file"]} for f in files)):
-                yield file_id, data, [(s["id"], s["tracks"]) for s in by_file[file_id]]
+                yield file_id, data, [(s["id"], s["tracks"], s["is_drum"]) for s in by_file[file_id]]
 
     sch = schema(r.kind, r.velocity)
     shards = Shards(out_dir, sch, Counter(splits.values()))
     data_cols = [f.name for f in sch if f.name not in dict(COMMON)]
     totals = {k: Counter() for k in ("sequences", "frames", "notes", "tokens")}
-    outside, empty = 0, []
+    outside, merged, empty = 0, 0, []
     results = imap(partial(encode, r=r, drums=drums), stream(), n_workers(p.prepare.workers))
     for batch in tqdm(results, total=len(by_file), desc=f"convert ({r.kind})", unit="file", mininterval=1):
         for res in batch:
             outside += res["outside"]
+            merged += res["merged"]
             if res["n_notes"] == 0 or (r.kind == "tokens" and len(res["tokens"]) == 0):
                 empty.append(res["id"])
                 continue
@@ -185,7 +190,7 @@ def run(p: P.Params, out_dir: Path) -> dict:
         "onsets": r.onsets, "velocity": r.velocity,
         "program": programs.most_common(1)[0][0] if programs else 0,  # what generated MIDI is played on
         **{k: {s: totals[k].get(s, 0) for s in S.SPLITS} for k in totals if k != "tokens" or r.kind == "tokens"},
-        "notes_outside_range": outside, "empty_after_range": sorted(empty),
+        "notes_outside_range": outside, "notes_merged_unison": merged, "empty_after_range": sorted(empty),
     }
     if r.kind == "tokens":
         tok = _tokenizer(r, drums)

@@ -16,7 +16,6 @@ import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
-from symusic import Score
 
 from pipeline.quality import sorted_unique
 
@@ -29,27 +28,31 @@ class ContentKey:
     transpose_invariant: bool = True
 
 
-def content_hash(score: Score, key: ContentKey = ContentKey()) -> str | None:
-    """sha1 of the sorted set of (onset step, pitch) over every track; None for a file without notes."""
-    tracks = [(t.is_drum, t.notes.numpy()) for t in score.tracks if t.note_num()]
-    return content_hash_of(tracks, score.ticks_per_quarter, key)
+def content_hash(data: bytes, key: ContentKey = ContentKey()) -> str | None:
+    """sha1 of the sorted set of (onset step, pitch) over every part of a MIDI file, drums by channel 10; None
+    for a file without notes. (prepare hashes with its own drum decisions, through content_hash_of.)"""
+    from pipeline import smf
+
+    song = smf.read(data)
+    return content_hash_of([(p.on_drum_channel, p.start, p.pitch) for p in song.parts], song.ticks_per_quarter, key)
 
 
-def content_hash_of(tracks: list[tuple[bool, dict]], tpq: int, key: ContentKey = ContentKey()) -> str | None:
-    """content_hash from (is_drum, symusic note arrays) pairs that the caller has already extracted."""
+def content_hash_of(tracks: list[tuple[bool, np.ndarray, np.ndarray]], tpq: int,
+                    key: ContentKey = ContentKey()) -> str | None:
+    """content_hash from (is_drum, onset ticks, pitches) per part."""
     if not tracks:
         return None
-    t = np.concatenate([n["time"] for _, n in tracks]).astype(np.float64)
+    t = np.concatenate([s for _, s, _ in tracks]).astype(np.float64)
     # the step nearest t * steps / tpq: t * steps is exact in float64 and the one division is correctly
     # rounded, so equal ratios (the same music at another PPQ) give equal steps
     t = np.rint(t * key.steps_per_beat / tpq)
     t -= t.min()
     # pitches shift per track: drums into their own key space, the rest down to the lowest pitched note
-    pitched = [n["pitch"].min() for d, n in tracks if not d]
+    pitched = [p.min() for d, _, p in tracks if not d]
     low = int(min(pitched)) if pitched and key.transpose_invariant else 0
-    shift = np.repeat(np.array([DRUM_OFFSET if d else -low for d, _ in tracks], np.int32),
-                      [len(n["pitch"]) for _, n in tracks])
-    p = np.concatenate([n["pitch"] for _, n in tracks]).astype(np.int32) + shift
+    shift = np.repeat(np.array([DRUM_OFFSET if d else -low for d, _, _ in tracks], np.int32),
+                      [len(p) for _, _, p in tracks])
+    p = np.concatenate([p for _, _, p in tracks]).astype(np.int32) + shift
     small = t.max() < 1 << 22  # step * 512 + pitch fits in int32: sorts twice as fast
     pairs = sorted_unique(t.astype(np.int32 if small else np.int64) * 512 + p)  # a set: unisons and repeats collapse
     # 4 bytes a pair whenever they fit (all but absurdly long files): half the bytes to hash; the choice

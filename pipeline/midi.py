@@ -29,6 +29,9 @@ def parse(data: bytes) -> Score:
     """Parse MIDI bytes in ticks; raise MidiError with a reason for anything unusable."""
     if not data:
         raise MidiError("empty_file", "the file is empty (0 bytes)")
+    from pipeline.smf import unwrap
+
+    data = unwrap(data)  # a RIFF RMID (.rmi) file is read as the MIDI file inside it
     try:
         score = Score.from_midi(data)
     except Exception as e:  # symusic raises RuntimeError for every kind of malformed input
@@ -42,7 +45,7 @@ def parse(data: bytes) -> Score:
 
 @dataclass(frozen=True)
 class TrackNotes:
-    """One track's notes in quarter-note time (or seconds)."""
+    """One part's notes in quarter-note time (or seconds), with prepare's instrument decision."""
     program: int
     is_drum: bool
     name: str
@@ -52,14 +55,20 @@ class TrackNotes:
     velocity: np.ndarray  # int16
 
 
-def track_notes(score: Score, index: int) -> TrackNotes:
-    """Times in quarter notes for a score in ticks; in seconds for one converted with `score.to("second")`."""
-    scale = 1.0 / score.ticks_per_quarter if str(score.ttype).endswith("Tick") else 1.0
-    track = score.tracks[index]
-    n = track.notes.numpy()
-    start = n["time"].astype(np.float64) * scale
-    return TrackNotes(
-        program=int(track.program), is_drum=bool(track.is_drum), name=str(track.name),
-        start=start, end=start + n["duration"].astype(np.float64) * scale,
-        pitch=n["pitch"].astype(np.int16), velocity=n["velocity"].astype(np.int16),
-    )
+def part_notes(song, index: int, is_drum: bool | None = None, sustain: bool = False,
+               seconds: bool = False) -> TrackNotes:
+    """Part `index` of a `pipeline.smf.Song` in quarter notes (or seconds, through the file's tempo map).
+
+    `is_drum` is prepare's decision for the part (by channel 10 or by name); None takes the channel's.
+    `sustain` applies the sustain pedal (smf.sustained)."""
+    from pipeline import smf
+
+    part = song.parts[index]
+    end = smf.sustained(part, song.pedals) if sustain else part.end
+    if seconds:
+        start, end = smf.seconds(part.start, song), smf.seconds(end, song)
+    else:
+        start, end = part.start / song.ticks_per_quarter, end / song.ticks_per_quarter
+    return TrackNotes(program=part.program, is_drum=part.on_drum_channel if is_drum is None else bool(is_drum),
+                      name=part.name, start=start.astype(np.float64), end=end.astype(np.float64),
+                      pitch=part.pitch, velocity=part.velocity)

@@ -147,6 +147,7 @@ class PrepareParams(_Strict):
     timeout_s: float = Field(30, gt=0)
     max_beats: float = Field(50_000, gt=0)
     max_tempo_events: int = Field(20_000, ge=1)
+    max_bpm: float = Field(1000, gt=0, description="a tempo faster than this (or of 0 microseconds) rejects the file")
 
 
 class DedupeParams(_Strict):
@@ -177,6 +178,7 @@ class RepresentParams(_Strict):
     velocity: bool = False
     tokenizer: Literal["REMI", "TSD", "MIDILike"] = "REMI"
     max_shift_beats: int = Field(8, ge=1, le=64)
+    sustain: bool = True  # hold notes while the sustain pedal (CC64) is down, until it lifts or the key is struck
     transpose: tuple[int, int] = (-3, 3)
 
     @model_validator(mode="after")

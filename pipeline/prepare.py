@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline import gm, quality
+from pipeline import gm, quality, smf
 from pipeline import params as P
 from pipeline.artifacts import Batch, iter_batches, read_batch
 from pipeline.atomic import atomic_path, write_json
@@ -49,6 +49,7 @@ SELECTED = pa.schema([
 REJECTS = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("member", pa.string()), ("stage", pa.string()),
     ("track", pa.int32()), ("reason", pa.string()), ("message", pa.string()), ("duplicate_of", pa.string()),
+    ("notes", pa.int64()),  # the notes dropped with this row; null where the file was not read (acquire, md5)
 ])
 
 
@@ -63,6 +64,7 @@ class Config:
     max_polyphony: int
     max_beats: float
     max_tempo_events: int
+    max_bpm: float
     timeout_s: float
     content: ContentKey
 
@@ -70,7 +72,8 @@ class Config:
     def from_params(cls, p: P.Params) -> "Config":
         f, pr, d = p.filter, p.prepare, p.dedupe
         return cls(gm.programs_for(f.instruments), f.mode, f.min_notes, f.min_beats, f.min_unique_pitches,
-                   f.unique_window_beats, f.max_polyphony, pr.max_beats, pr.max_tempo_events, pr.timeout_s,
+                   f.unique_window_beats, f.max_polyphony, pr.max_beats, pr.max_tempo_events, pr.max_bpm,
+                   pr.timeout_s,
                    ContentKey(d.steps_per_beat, d.transpose_invariant))
 
 
@@ -102,48 +105,63 @@ def inspect(item: tuple[str, bytes], cfg: Config) -> dict:
         signal.setitimer(signal.ITIMER_REAL, 0)
 
 
+def _timing_problem(song: smf.Song, cfg: Config) -> tuple[str, str] | None:
+    """The file's timing values checked with exact integer measures (ticks are Python ints here: nothing wraps)."""
+    beats = song.end_tick / song.ticks_per_quarter
+    if beats > cfg.max_beats:
+        return "too_long", f"{beats:.0f} beats, over prepare.max_beats={cfg.max_beats:g}"
+    if len(song.tempos) > cfg.max_tempo_events:
+        return "too_many_tempos", (f"{len(song.tempos)} tempo events, over "
+                                   f"prepare.max_tempo_events={cfg.max_tempo_events}")
+    if len(song.tempos):
+        us = song.tempos[:, 1]
+        bpm = 60e6 / np.maximum(us, 1)
+        if (us == 0).any() or (bpm > cfg.max_bpm).any():
+            worst = "0 microseconds per quarter" if (us == 0).any() else f"{bpm.max():.0f} bpm"
+            return "bad_tempo", f"a tempo of {worst}, over prepare.max_bpm={cfg.max_bpm:g}"
+    return None
+
+
 def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
     id_, data = item
     try:
-        score = parse(data)
+        parse(data)  # symusic's checks of the bytes, and its reasons for a broken file
+        song = smf.read(data)
     except MidiError as e:
         return {"id": id_, "reason": e.reason, "message": str(e)}
-    tpq = score.ticks_per_quarter
-    if len(score.tempos) > cfg.max_tempo_events:
-        return {"id": id_, "reason": "too_many_tempos",
-                "message": f"{len(score.tempos)} tempo events, over prepare.max_tempo_events={cfg.max_tempo_events}"}
-    if score.end() / tpq > cfg.max_beats:
-        return {"id": id_, "reason": "too_long",
-                "message": f"{score.end() / tpq:.0f} beats, over prepare.max_beats={cfg.max_beats:g}"}
-    if score.note_num() == 0:
-        return {"id": id_, "reason": "no_notes", "message": "the file holds no notes"}
+    ignored = _ignored(song)
+    problem = _timing_problem(song, cfg)
+    if problem:
+        return {"id": id_, "reason": problem[0], "message": problem[1], "notes_in": song.note_ons,
+                "ignored": ignored}
+    if not song.parts:
+        return {"id": id_, "reason": "no_notes", "message": "the file holds no notes", "notes_in": 0,
+                "ignored": ignored}
+    tpq = song.ticks_per_quarter
     picked, dropped = [], []
-    arrays, drum = {}, []  # each track's notes are extracted once, for the hash and the measures alike
-    tracks = list(score.tracks)
-    names = [str(t.name) for t in tracks]
+    names = [p.name for p in song.parts]
     choral = is_choral(names)
-    for i, track in enumerate(tracks):
-        if track.note_num() == 0:
-            continue
-        arrays[i] = track.notes.numpy()
-        drum.append(bool(track.is_drum))
-        inst = infer(int(track.program), drum[-1], names[i], choral)
+    insts = [infer(p.program, p.on_drum_channel, p.name, choral) for p in song.parts]
+    for i, (part, inst) in enumerate(zip(song.parts, insts)):
         if inst.key in cfg.keys:
-            picked.append((i, int(track.program), inst.family == gm.DRUMS, inst.family, inst.inferred))
+            picked.append((i, part.program, inst.family == gm.DRUMS, inst.family, inst.inferred))
         else:
             how = "" if inst.inferred == "program" else f" (by {inst.inferred})"
-            dropped.append({"track": i, "reason": "instrument_filtered",
-                            "message": f"{inst.family}{how}, program {track.program}, is not in filter.instruments"})
-    digest = content_hash_of(list(zip(drum, arrays.values())), tpq, cfg.content)
-    out = {"id": id_, "content_hash": digest, "dropped": dropped, "sequences": []}
+            dropped.append({"track": i, "reason": "instrument_filtered", "notes": len(part),
+                            "message": f"{inst.family}{how}, program {part.program}, is not in filter.instruments"})
+    # the hash sees prepare's drum decision: the same music hashes the same whichever channel its drums are on
+    digest = content_hash_of([(inst.family == gm.DRUMS, p.start, p.pitch) for p, inst in zip(song.parts, insts)],
+                             tpq, cfg.content)
+    out = {"id": id_, "content_hash": digest, "dropped": dropped, "sequences": [], "notes_in": song.note_ons,
+           "recovered": song.recovered, "ignored": ignored}
     if not picked:
         return {**out, "reason": "no_matching_tracks", "message": "no track with notes matches filter.instruments"}
     groups = [picked] if cfg.mode == "files" else [[t] for t in picked]
     for tracks in groups:
-        notes = [arrays[t[0]] for t in tracks]
-        start = np.concatenate([n["time"] for n in notes]).astype(np.float64) / tpq
-        end = start + np.concatenate([n["duration"] for n in notes]).astype(np.float64) / tpq
-        pitch = np.concatenate([n["pitch"] for n in notes])
+        parts = [song.parts[t[0]] for t in tracks]
+        start = np.concatenate([p.start for p in parts]).astype(np.float64) / tpq
+        end = np.concatenate([p.end for p in parts]).astype(np.float64) / tpq
+        pitch = np.concatenate([p.pitch for p in parts])
         seq = {"track": None if cfg.mode == "files" else tracks[0][0],
                "tracks": [t[0] for t in tracks], "programs": [t[1] for t in tracks],
                "is_drum": [t[2] for t in tracks], "families": [t[3] for t in tracks],
@@ -160,6 +178,14 @@ def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
         s = out["sequences"][0]
         return {**out, "reason": s["reason"], "message": s["message"], "sequences": []}
     return out
+
+
+def _ignored(song: smf.Song) -> dict[str, int]:
+    """Timing values that are impossible but that nothing downstream uses, counted by reason: time signatures
+    with a zero numerator or a denominator past 1/64 (the pipeline's grids are in beats or seconds, never bars)."""
+    sigs = song.time_signatures
+    bad = int(((sigs[:, 1] == 0) | (sigs[:, 2] > 6)).sum()) if len(sigs) else 0
+    return {"invalid_time_signature": bad} if bad else {}
 
 
 def _quality_reason(seq: dict, cfg: Config) -> tuple[str, str] | None:
@@ -211,9 +237,10 @@ def load_manifests(sources: list[str]) -> tuple[list[dict], list[dict]]:
     return rows, skipped
 
 
-def _reject(row: dict, reason: str, message: str, track: int | None = None, duplicate_of: str | None = None) -> dict:
+def _reject(row: dict, reason: str, message: str, track: int | None = None, duplicate_of: str | None = None,
+            notes: int | None = None) -> dict:
     return dict(id=row["id"], source=row["source"], member=row.get("member"), stage="prepare", track=track,
-                reason=reason, message=message, duplicate_of=duplicate_of)
+                reason=reason, message=message, duplicate_of=duplicate_of, notes=notes)
 
 
 def first_of_each(rows: list[dict], key) -> tuple[list[dict], list[tuple[dict, str]]]:
@@ -290,12 +317,42 @@ def _inspect_all(p: P.Params, cfg: Config, unique: list[dict], spill: Spill) -> 
     return hashes
 
 
+class NoteAccounts:
+    """Every note-on of every file read is either selected or in a reject row: checked per file, totalled."""
+
+    def __init__(self) -> None:
+        self.notes_in = self.recovered = 0
+        self.ignored: Counter = Counter()
+
+    def add(self, res: dict) -> None:
+        self.notes_in += res.get("notes_in") or 0
+        self.recovered += res.get("recovered", 0)
+        self.ignored.update(res.get("ignored", {}))
+
+    @staticmethod
+    def check(id_: str, notes_in: int | None, kept: int, dropped: int) -> None:
+        """Raises RuntimeError (a bug in prepare, not in the data) when the file's notes do not add up."""
+        if notes_in is not None and notes_in != kept + dropped:
+            raise RuntimeError(f"prepare: {id_} has {notes_in} notes in, but {kept} selected + {dropped} counted "
+                               "as dropped")
+
+    def report(self, rejects: pa.Table) -> dict:
+        notes = rejects.column("notes").to_pylist()
+        dropped = Counter()
+        for reason, n in zip(rejects.column("reason").to_pylist(), notes):
+            if n:
+                dropped[reason] += n
+        return {"notes_in": self.notes_in, "dropped": dict(sorted(dropped.items())),
+                "recovered_without_note_off": self.recovered,
+                "ignored_events": dict(sorted(self.ignored.items()))}
+
+
 def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
     cfg = Config.from_params(p)
     rows, acquire_skips = load_manifests(p.data.sources)
     selected, rejects = Rows(SELECTED), Rows(REJECTS)
     for s in acquire_skips:
-        rejects.append(dict(s, track=None, duplicate_of=None))
+        rejects.append(dict(s, track=None, duplicate_of=None, notes=None))
     for r in rows:
         if not r["artifact"]:
             rejects.append(_reject(r, "not_downloaded", "known by its metadata only: the source did not allow the "
@@ -309,6 +366,7 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
         groups.union(r["id"], kept)
 
     spill = Spill()
+    accounts = NoteAccounts()
     try:
         hashes = _inspect_all(p, cfg, unique, spill)
         if p.dedupe.content:
@@ -316,22 +374,34 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
         else:
             kept_rows, content_dups = unique, []
         for r, kept in content_dups:
-            rejects.append(_reject(r, "duplicate_content", f"the same music as {kept}", duplicate_of=kept))
+            res = spill.get(r["id"])
+            accounts.add(res)
+            rejects.append(_reject(r, "duplicate_content", f"the same music as {kept}", duplicate_of=kept,
+                                   notes=res.get("notes_in")))
+            accounts.check(r["id"], res.get("notes_in"), 0, res.get("notes_in"))
         groups.join_by(hashes)  # same music joins a group, dropped or not
         songs = {r["id"]: song_key(r["composer"], r["title"]) if p.dedupe.by_title else None for r in rows}
         groups.join_by(songs)
 
         for r in kept_rows:
             res = spill.get(r["id"])
+            accounts.add(res)
+            kept_notes = dropped_notes = 0
             for d in res.get("dropped", []):
-                rejects.append(_reject(r, d["reason"], d["message"], track=d["track"]))
+                rejects.append(_reject(r, d["reason"], d["message"], track=d["track"], notes=d["notes"]))
+                dropped_notes += d["notes"]
             if "reason" in res:
-                rejects.append(_reject(r, res["reason"], res["message"]))
+                # the file's notes that no track row above accounts for: all of them, or its selection's
+                lost = res.get("notes_in", 0) - dropped_notes if "notes_in" in res else None
+                rejects.append(_reject(r, res["reason"], res["message"], notes=lost))
+                accounts.check(r["id"], res.get("notes_in"), 0, dropped_notes + (lost or 0))
                 continue
             for s in res["sequences"]:
                 if "reason" in s:
-                    rejects.append(_reject(r, s["reason"], s["message"], track=s["track"]))
+                    rejects.append(_reject(r, s["reason"], s["message"], track=s["track"], notes=s["n_notes"]))
+                    dropped_notes += s["n_notes"]
                     continue
+                kept_notes += s["n_notes"]
                 selected.append(dict(
                     id=r["id"] if s["track"] is None else f"{r['id']}#{s['track']}", file=r["id"],
                     source=r["source"], artifact=r["artifact"], member=r["member"], md5=r["md5"],
@@ -341,7 +411,9 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
                                          "max_polyphony", "unique_pitches")},
                 ))
             if not any("reason" not in s for s in res["sequences"]):
-                rejects.append(_reject(r, "no_sequence_left", "every selected track failed a quality filter"))
+                rejects.append(_reject(r, "no_sequence_left", "every selected track failed a quality filter",
+                                       notes=0))
+            accounts.check(r["id"], res["notes_in"], kept_notes, dropped_notes)
     finally:
         spill.close()
     selected_t = selected.table().sort_by("id")
@@ -351,6 +423,7 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
     rejects_t = rejects_t.take(pc.sort_indices(order, [("id", "ascending"), ("track", "ascending"),
                                                        ("reason", "ascending")]))
     report = summarize(Counter(r["source"] for r in rows), selected_t, rejects_t)
+    report["note_accounting"] = accounts.report(rejects_t)
     return selected_t, rejects_t, report
 
 

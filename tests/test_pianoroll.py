@@ -3,7 +3,8 @@ import pytest
 
 from pipeline import gm, tokens
 from pipeline.generate import TICKS_PER_FRAME, roll_notes, to_midi
-from pipeline.midi import parse, track_notes
+from pipeline import smf
+from pipeline.midi import parse, part_notes
 from pipeline.pianoroll import Grid, Notes, densify, from_roll, quantize
 from tests.conftest import real_files
 
@@ -61,8 +62,8 @@ def test_random_rolls_with_onsets_round_trip_every_onset():
 
 
 def test_real_file_keeps_every_onset_and_pitch_on_the_grid(fixtures):
-    score = parse((fixtures / "folk" / "AlnwickCastle.mid").read_bytes())
-    tracks = [track_notes(score, i) for i in range(len(score.tracks)) if score.tracks[i].note_num()]
+    song = smf.read((fixtures / "folk" / "AlnwickCastle.mid").read_bytes())
+    tracks = [part_notes(song, i) for i in range(len(song.parts))]
     notes, outside = quantize(tracks, GRID)
     assert outside == 0
     expected = {(int(p) - 21, int(round(s * 4))) for t in tracks for p, s in zip(t.pitch, t.start)}
@@ -71,8 +72,8 @@ def test_real_file_keeps_every_onset_and_pitch_on_the_grid(fixtures):
 
 
 def test_out_of_range_notes_are_counted_not_kept(fixtures):
-    score = parse((fixtures / "folk" / "AlnwickCastle.mid").read_bytes())
-    tracks = [track_notes(score, i) for i in range(len(score.tracks))]
+    song = smf.read((fixtures / "folk" / "AlnwickCastle.mid").read_bytes())
+    tracks = [part_notes(song, i) for i in range(len(song.parts))]
     notes, outside = quantize(tracks, Grid(4, 60, 72))
     total = sum(len(t.pitch) for t in tracks)
     assert outside > 0 and len(notes) <= total - outside
@@ -80,8 +81,8 @@ def test_out_of_range_notes_are_counted_not_kept(fixtures):
 
 
 def test_drums_become_one_frame_hits_on_class_keys_or_are_counted_out(fixtures):
-    score = parse((fixtures / "pop" / "pypianoroll_sample2.mid").read_bytes())
-    drums = [track_notes(score, i) for i, t in enumerate(score.tracks) if t.is_drum]
+    song = smf.read((fixtures / "pop" / "pypianoroll_sample2.mid").read_bytes())
+    drums = [part_notes(song, i) for i, p in enumerate(song.parts) if p.on_drum_channel]
     assert drums
     notes, outside = quantize(drums, DRUM_GRID)
     assert len(notes) and (notes.key >= 88).all() and (notes.end - notes.start == 1).all()
@@ -92,19 +93,20 @@ def test_drums_become_one_frame_hits_on_class_keys_or_are_counted_out(fixtures):
 
 
 def test_absolute_grid_follows_the_tempo_map(fixtures):
-    score = parse((fixtures / "piano" / "fur-elise.mid").read_bytes())
-    sec = score.to("second")
+    data = (fixtures / "piano" / "fur-elise.mid").read_bytes()
+    sec = parse(data).to("second")  # symusic's own tempo map as the reference
+    song = smf.read(data)
     grid = Grid(4, 21, 108, steps_per_second=10)
-    notes, _ = quantize([track_notes(sec, i) for i in range(len(sec.tracks))], grid)
+    notes, _ = quantize([part_notes(song, i, seconds=True) for i in range(len(song.parts))], grid)
     seconds = sec.end() - min(t.start() for t in sec.tracks if t.note_num())
     assert abs(notes.n_frames - seconds * 10) <= 2
 
 
-def _expected(score, grid):
+def _expected(song, grid):
     """(MIDI pitch written back, onset frame) for every note of the file that the grid can hold."""
     out = set()
-    for i in range(len(score.tracks)):
-        tn = track_notes(score, i)
+    for i in range(len(song.parts)):
+        tn = part_notes(song, i)
         for p, s in zip(tn.pitch.tolist(), np.rint(tn.start * grid.steps).astype(int).tolist()):
             if tn.is_drum:
                 c = gm.DRUM_CLASS_OF[p]
@@ -127,27 +129,27 @@ def _round_trip_files():
 
 @pytest.mark.parametrize("name,data", _round_trip_files())
 def test_midi_to_roll_to_midi_keeps_every_pitch_and_onset_drums_included(name, data):
-    score = parse(data)
-    notes, _ = quantize([track_notes(score, i) for i in range(len(score.tracks))], DRUM_GRID)
-    start = min(int(np.rint(track_notes(score, i).start.min() * 4)) for i, t in enumerate(score.tracks) if t.note_num())
+    song = smf.read(data)
+    notes, _ = quantize([part_notes(song, i) for i in range(len(song.parts))], DRUM_GRID)
+    start = min(int(np.rint(part_notes(song, i).start.min() * 4)) for i in range(len(song.parts)))
     roll = densify(notes, DRUM_GRID.n_keys, onsets=True)
     back = roll_notes(roll, DRUM_GRID.n_keys)
     got = _midi_notes(to_midi([("x", back, 0)], DRUM_GRID, program=0))
-    assert got == {(p, s - min(start, 0), d) for p, s, d in _expected(score, DRUM_GRID)}
+    assert got == {(p, s - min(start, 0), d) for p, s, d in _expected(song, DRUM_GRID)}
 
 
 @pytest.mark.parametrize("tokenizer", ["REMI", "TSD", "MIDILike"])
 @pytest.mark.parametrize("name,data", _round_trip_files()[:2])
 def test_midi_to_tokens_to_midi_keeps_every_pitch_and_onset_drums_included(tokenizer, name, data):
-    score = parse(data)
-    notes, _ = quantize([track_notes(score, i) for i in range(len(score.tracks))], DRUM_GRID)
+    song = smf.read(data)
+    notes, _ = quantize([part_notes(song, i) for i in range(len(song.parts))], DRUM_GRID)
     tok = tokens.make(tokenizer, DRUM_GRID, velocity=False, max_beats=8)
     ids = tokens.encode(tok, notes, DRUM_GRID)
     back = tokens.decode(tok, ids, DRUM_GRID)
     assert set(zip(back.key.tolist(), back.start.tolist())) == set(zip(notes.key.tolist(), notes.start.tolist()))
     got = _midi_notes(to_midi([("x", back, 0)], DRUM_GRID, program=0))
-    start = min(int(np.rint(track_notes(score, i).start.min() * 4)) for i, t in enumerate(score.tracks) if t.note_num())
-    assert got == {(p, s - min(start, 0), d) for p, s, d in _expected(score, DRUM_GRID)}
+    start = min(int(np.rint(part_notes(song, i).start.min() * 4)) for i in range(len(song.parts)))
+    assert got == {(p, s - min(start, 0), d) for p, s, d in _expected(song, DRUM_GRID)}
 
 
 def test_decoding_garbage_tokens_never_raises():
@@ -160,9 +162,9 @@ def test_decoding_garbage_tokens_never_raises():
 
 @pytest.mark.parametrize("tokenizer", ["REMI", "TSD"])
 def test_tokens_on_an_absolute_grid_round_trip_every_onset(fixtures, tokenizer):
-    score = parse((fixtures / "piano" / "fur-elise.mid").read_bytes()).to("second")
+    song = smf.read((fixtures / "piano" / "fur-elise.mid").read_bytes())
     grid = Grid(4, 21, 108, steps_per_second=20)
-    notes, _ = quantize([track_notes(score, i) for i in range(len(score.tracks))], grid)
+    notes, _ = quantize([part_notes(song, i, seconds=True) for i in range(len(song.parts))], grid)
     tok = tokens.make(tokenizer, grid, velocity=True, max_beats=8)
     back = tokens.decode(tok, tokens.encode(tok, notes, grid), grid)
     assert set(zip(back.key.tolist(), back.start.tolist())) == set(zip(notes.key.tolist(), notes.start.tolist()))

@@ -1,4 +1,4 @@
-"""A user's own MIDI collection: a folder, zip or tar, searched recursively for .mid/.midi/.kar in any case."""
+"""A user's own MIDI collection: a folder, zip or tar, searched recursively for .mid/.midi/.kar/.rmi in any case."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,4 +24,4 @@ def iter_local(path: str | Path, max_bytes: int) -> Iterator[Item | Skip]:
             entry = Item(entry.member, entry.data, {"title": title_from_filename(entry.member)})
         yield entry
     if not found:
-        raise LocalSourceError(f"data.local.path: {path} holds no .mid, .midi or .kar file")
+        raise LocalSourceError(f"data.local.path: {path} holds no .mid, .midi, .kar or .rmi file")

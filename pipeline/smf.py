@@ -1,0 +1,296 @@
+"""The notes of a Standard MIDI File as the MIDI standard defines them, from its events.
+
+symusic (pipeline/midi.py) parses and classifies broken files, but three of its choices lose or misplace notes
+that this pipeline must keep (all seen in real files; see ../shared/data/midi/reported/):
+- a note-on that never gets a note-off is dropped, silently (common in drum parts);
+- a program change applies only to the track chunk it is in, where MIDI 1.0 gives each of the 16 channels one
+  program shared by every track of a type-1 file (a conductor track often sets them all);
+- ticks are int32 and saturate or wrap near 2^31, so an end time can read as small.
+
+So the notes are read here, one pass over the events with running status, ticks as Python integers:
+- notes pair FIFO per (track, channel, key), as symusic and most parsers do; a note-on left without a note-off
+  is recovered (General MIDI practice, as in pretty_midi's and note_seq's readers): it ends at the next onset
+  of the same key in its track, or at the end of its track. Drum hits are one grid step long downstream
+  whatever their duration, so the same rule serves them. Each recovery is counted, never silent;
+- each note's program is its channel's program at its onset (the last program change at or before it, in any
+  track of a type-0/1 file; in its own track in a type-2 file, whose tracks are independent songs);
+- the sustain pedal (CC64) is kept per channel, for `sustained`.
+
+Notes come out grouped into parts, one per (track chunk, channel, program) with notes, in that order: the same
+grouping and order as symusic's tracks, so a part index is what a track index was before.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.midi import MidiError
+
+DRUM_CHANNEL = 9  # channel 10 counted from 1: General MIDI's percussion channel
+
+
+def unwrap(data: bytes) -> bytes:
+    """The Standard MIDI File inside a RIFF RMID container (Microsoft's .rmi: 'RIFF', size, 'RMID', then a
+    'data' chunk holding the SMF); any other bytes unchanged. Raises MidiError(truncated) for a RIFF RMID file
+    without a whole data chunk."""
+    if data[:4] != b"RIFF" or data[8:12] != b"RMID":
+        return data
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
+        if cid == b"data":
+            if pos + 8 + size > len(data):
+                raise MidiError("truncated", "RIFF RMID: the data chunk is cut short")
+            return data[pos + 8:pos + 8 + size]
+        pos += 8 + size + (size & 1)  # RIFF chunks are padded to an even size
+    raise MidiError("truncated", "RIFF RMID without a data chunk")
+
+
+@dataclass(frozen=True)
+class Part:
+    """The notes one track chunk plays on one channel with one program: times in ticks (int64)."""
+    track: int
+    channel: int   # 0..15; 9 is General MIDI's drum channel
+    program: int   # 0..127, the channel's program at each of these notes' onsets
+    name: str      # the track chunk's name (its first track-name meta event)
+    start: np.ndarray     # int64 ticks
+    end: np.ndarray       # int64 ticks, >= start
+    pitch: np.ndarray     # int16
+    velocity: np.ndarray  # int16
+
+    def __len__(self) -> int:
+        return len(self.pitch)
+
+    @property
+    def on_drum_channel(self) -> bool:
+        return self.channel == DRUM_CHANNEL
+
+
+@dataclass(frozen=True)
+class Song:
+    """What a Standard MIDI File holds, as this pipeline reads it."""
+    ticks_per_quarter: int
+    parts: list[Part]
+    end_tick: int                 # the last event's tick, exact (an int, whatever its size)
+    tempos: np.ndarray            # (n, 2) int64: tick, microseconds per quarter note
+    time_signatures: np.ndarray   # (n, 3) int64: tick, numerator, denominator exponent (2 -> quarter)
+    pedals: dict[int, np.ndarray] = field(default_factory=dict)  # channel -> (n, 2) int64: down tick, up tick
+    note_ons: int = 0             # note-on events (velocity > 0) in the file
+    recovered: int = 0            # of those, notes without a note-off, ended by the rule above
+
+    @property
+    def n_notes(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+
+def read(data: bytes) -> Song:
+    """A file's notes, programs, pedals and timing values, per the rules in this module's docstring.
+
+    Raises MidiError(not_midi | truncated | smpte_division | bad_division | invalid_event)."""
+    data = unwrap(data)
+    if data[:4] != b"MThd" or len(data) < 14:
+        raise MidiError("not_midi", "no MThd header")
+    fmt = int.from_bytes(data[8:10], "big")
+    division = int.from_bytes(data[12:14], "big")
+    if division & 0x8000:
+        raise MidiError("smpte_division", "SMPTE time division (frames per second), not ticks per quarter note")
+    if division == 0:
+        raise MidiError("bad_division", "ticks per quarter is 0")
+    pos = 8 + int.from_bytes(data[4:8], "big")
+    notes: list[tuple] = []      # (track, channel, pitch, start, end, velocity)
+    programs: list[tuple] = []   # (tick, track, channel, program)
+    pedal_events: list[tuple] = []  # (tick, track, channel, down)
+    tempos, sigs, names = [], [], []
+    note_ons = recovered = 0
+    end_tick = 0
+    track = 0
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "big")
+        pos += 8
+        end = min(pos + size, len(data))
+        if cid != b"MTrk":
+            pos = end
+            continue
+        open_: dict[int, list] = {}  # channel << 7 | key -> onsets waiting for their note-off, FIFO
+        name, last = "", 0
+        # One pass over the chunk's events, running status applied; a truncated final event ends the track.
+        # Inlined (no per-event function call or generator): this loop is most of prepare's time per file.
+        tick = status = 0
+        i = pos
+        while i < end:
+            c = data[i]
+            i += 1
+            delta = c & 0x7F
+            while c & 0x80 and i < end:
+                c = data[i]
+                i += 1
+                delta = (delta << 7) | (c & 0x7F)
+            tick += delta
+            if i >= end:
+                break
+            c = data[i]
+            if c >= 0xF0:  # meta (FF type len data) or sysex (F0/F7 len data): skipped but for a few metas
+                i += 1
+                kind = -1
+                if c == 0xFF:
+                    if i >= end:
+                        break
+                    kind = data[i]
+                    i += 1
+                size = 0
+                while i < end:
+                    c = data[i]
+                    i += 1
+                    size = (size << 7) | (c & 0x7F)
+                    if not c & 0x80:
+                        break
+                if kind == 0x03:
+                    name = data[i:i + size].decode("latin-1")  # the last name wins, as in symusic
+                elif kind == 0x51 and size == 3:
+                    tempos.append((tick, int.from_bytes(data[i:i + 3], "big")))
+                elif kind == 0x58 and size >= 2 and i + 1 < end:
+                    sigs.append((tick, data[i], data[i + 1]))
+                i += size
+                last = tick
+                continue
+            if c >= 0x80:
+                status = c
+                i += 1
+            elif not status:
+                raise MidiError("invalid_event", f"a data byte {c:#04x} where a status byte is needed")
+            hi = status & 0xF0
+            if hi == 0xC0 or hi == 0xD0:
+                if i >= end:
+                    break
+                if hi == 0xC0:
+                    programs.append((tick, track, status & 0x0F, data[i]))
+                i += 1
+                last = tick
+                continue
+            if i + 1 >= end:
+                break
+            a, b = data[i], data[i + 1]
+            i += 2
+            last = tick
+            if hi == 0x90 and b:
+                note_ons += 1
+                key = (status & 0x0F) << 7 | a
+                waiting = open_.get(key)
+                if waiting is None:
+                    open_[key] = [(tick, b)]
+                else:
+                    waiting.append((tick, b))
+            elif hi == 0x80 or hi == 0x90:
+                waiting = open_.get((status & 0x0F) << 7 | a)
+                if waiting:
+                    t0, v = waiting.pop(0)
+                    notes.append((track, status & 0x0F, a, t0, tick, v))
+            elif hi == 0xB0 and a == 64:
+                pedal_events.append((tick, track, status & 0x0F, b >= 64))
+        for key, waiting in open_.items():  # note-ons never released: end at the key's next onset, or the end
+            for j, (t0, v) in enumerate(waiting):
+                stop = waiting[j + 1][0] if j + 1 < len(waiting) else last
+                notes.append((track, key >> 7, key & 0x7F, t0, stop, v))
+                recovered += 1
+        names.append(name)
+        end_tick = max(end_tick, last)
+        track += 1
+        pos = end
+    if not track:
+        raise MidiError("truncated", "no track chunk")
+    parts = _parts(notes, programs, names, independent_tracks=fmt == 2)
+    return Song(division, parts, end_tick,
+                np.asarray(tempos, np.int64).reshape(-1, 2), np.asarray(sigs, np.int64).reshape(-1, 3),
+                _pedals(pedal_events, independent_tracks=fmt == 2), note_ons, recovered)
+
+
+def _state_at(changes: list[tuple], key, ticks: np.ndarray, default: int) -> np.ndarray:
+    """The value of the last change at or before each tick (changes sorted by tick, then track order)."""
+    mine = [(t, v) for t, k, v in changes if k == key]
+    if not mine:
+        return np.full(len(ticks), default, np.int64)
+    at = np.asarray([t for t, _ in mine], np.int64)
+    values = np.asarray([default] + [v for _, v in mine], np.int64)
+    return values[np.searchsorted(at, ticks, side="right")]
+
+
+def _parts(notes: list[tuple], programs: list[tuple], names: list[str], independent_tracks: bool) -> list[Part]:
+    if not notes:
+        return []
+    a = np.asarray(notes, np.int64)
+    track, ch, pitch, start, end, vel = a.T
+    # the channel's program at each onset: state keyed by channel (and track, in a type-2 file)
+    changes = sorted(((t, (tr if independent_tracks else 0, c), p) for t, tr, c, p in programs),
+                     key=lambda x: x[0])
+    prog = np.zeros(len(a), np.int64)
+    scope = track if independent_tracks else np.zeros_like(track)
+    for key in sorted({k for _, k, _ in changes}):
+        m = (scope == key[0]) & (ch == key[1])
+        prog[m] = _state_at(changes, key, start[m], 0)
+    order = np.lexsort((pitch, start, prog, ch, track))
+    a = np.column_stack([track, ch, prog, start, end, pitch, vel])[order]
+    cut = np.flatnonzero(np.any(np.diff(a[:, :3], axis=0) != 0, axis=1)) + 1
+    return [Part(int(g[0, 0]), int(g[0, 1]), int(g[0, 2]), names[int(g[0, 0])], g[:, 3].copy(), g[:, 4].copy(),
+                 g[:, 5].astype(np.int16), g[:, 6].astype(np.int16))
+            for g in np.split(a, cut)]
+
+
+def _pedals(events: list[tuple], independent_tracks: bool) -> dict[int, np.ndarray]:
+    """Per channel, the (down tick, up tick) intervals of the sustain pedal (CC64 >= 64 is down, MIDI 1.0)."""
+    out: dict[int, np.ndarray] = {}
+    if independent_tracks:  # a type-2 file's tracks are separate songs; their pedals do not mix
+        return out
+    by_channel: dict[int, list] = {}
+    for tick, _, ch, down in sorted(events, key=lambda e: e[0]):
+        by_channel.setdefault(ch, []).append((tick, down))
+    for ch, evs in by_channel.items():
+        spans, since = [], None
+        for tick, down in evs:
+            if down and since is None:
+                since = tick
+            elif not down and since is not None:
+                spans.append((since, tick))
+                since = None
+        if since is not None:  # never lifted: held to the last event
+            spans.append((since, max(t for t, _ in evs)))
+        out[ch] = np.asarray(spans, np.int64).reshape(-1, 2)
+    return out
+
+
+def sustained(part: Part, pedals: dict[int, np.ndarray]) -> np.ndarray:
+    """Note ends with the sustain pedal applied: a note released while its channel's pedal is down sounds until
+    the pedal lifts, or until the same key is struck again if that comes first (as the field's piano pipelines
+    do for performances, e.g. note_seq's apply_sustain_control_changes for MAESTRO). int64 ticks, (n,)."""
+    spans = pedals.get(part.channel)
+    end = part.end
+    if spans is None or not len(spans) or not len(end):
+        return end
+    i = np.searchsorted(spans[:, 0], end, side="right") - 1  # the last pedal press at or before each release
+    held = (i >= 0) & (end < spans[np.maximum(i, 0), 1])
+    new_end = np.where(held, spans[np.maximum(i, 0), 1], end)
+    # a key struck again while it sounds on the pedal ends there: the next onset of the same key
+    order = np.lexsort((part.start, part.pitch))
+    nxt = np.full(len(end), np.iinfo(np.int64).max)
+    same = part.pitch[order][1:] == part.pitch[order][:-1]
+    nxt[order[:-1][same]] = part.start[order][1:][same]
+    return np.where(held, np.maximum(end, np.minimum(new_end, nxt)), end)
+
+
+DEFAULT_TEMPO = 500_000  # microseconds per quarter note before the first tempo event: 120 bpm (MIDI 1.0)
+
+
+def seconds(ticks: np.ndarray, song: Song) -> np.ndarray:
+    """Ticks -> seconds through the tempo map (each tempo holds from its tick to the next). float64, same shape.
+    The tempos must be valid (> 0 microseconds per quarter): prepare rejects files with others."""
+    tempos = song.tempos[np.argsort(song.tempos[:, 0], kind="stable")] if len(song.tempos) else song.tempos
+    at = np.concatenate([[0], tempos[:, 0]]).astype(np.int64)
+    us = np.concatenate([[DEFAULT_TEMPO], tempos[:, 1]]).astype(np.float64)
+    # at equal ticks the later event wins: keep the last of each run of equal ticks
+    keep = np.append(at[1:] != at[:-1], True)
+    at, us = at[keep], us[keep]
+    per_tick = us / 1e6 / song.ticks_per_quarter
+    elapsed = np.concatenate([[0.0], np.cumsum(np.diff(at) * per_tick[:-1])])
+    ticks = np.asarray(ticks, np.int64)
+    i = np.searchsorted(at, ticks, side="right") - 1
+    return elapsed[i] + (ticks - at[i]) * per_tick[i]
