@@ -12,11 +12,14 @@ batch 64, 2 threads) is about a fifth faster than nn.GRU's (benchmarks/train_spe
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
+import importlib.util
 import os
 import platform
 import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -65,30 +68,116 @@ def cpu_key(cpuinfo: str) -> str:
     return hashlib.sha1(ident.encode()).hexdigest()[:12]
 
 
+_CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp"]  # fast-math: vectorised exp and tanh
+_LDFLAGS = ["-fopenmp"]
+BUILD_WAIT_S = 300.0  # longest wait for another process's build of the kernels; $PIPELINE_GRU_BUILD_WAIT_S overrides
+
+
+def build_name(source: str, cpuinfo: str, prefix: str = sys.prefix, executable: str = sys.executable) -> str:
+    """The build's module and folder name: the CPU's key, then a digest of everything else the binary depends on:
+    the source text, flags, compiler, Python and PyTorch, and the environment (sys.prefix, the interpreter,
+    torch's folder, whose include paths the build file records), so that two virtualenvs sharing one cache keep a
+    build each instead of rebuilding at every switch. Not the source's path: copies of the repository (a DVC
+    experiment's temp folder) share the build."""
+    parts = [source, *_CFLAGS, *_LDFLAGS, os.environ.get("CXX", ""), sys.version, torch.__version__,
+             os.path.dirname(torch.__file__), prefix, executable]
+    digest = hashlib.sha1("\0".join(parts).encode()).hexdigest()[:12]
+    return f"pipeline_gru_gates_{cpu_key(cpuinfo)}_{digest}"
+
+
+def build_folder() -> Path:
+    """This environment's build folder, under PyTorch's extensions root (~/.cache/torch_extensions/py3X_cpu, or
+    $TORCH_EXTENSIONS_DIR, as PyTorch picks it)."""
+    from torch.utils.cpp_extension import _get_build_directory
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: the machine and processor names alone
+        cpuinfo = ""
+    source = Path(__file__).with_name("gru_gates.cpp").read_text()
+    return Path(_get_build_directory(build_name(source, cpuinfo), verbose=False))
+
+
+def _import_built(folder: Path):
+    """The module built in `folder`, or None where no build there has completed (no `built` marker) or the
+    library does not load (damaged: built again)."""
+    if not (folder / "built").is_file():
+        return None
+    spec = importlib.util.spec_from_file_location(folder.name, folder / f"{folder.name}.so")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except ImportError:
+        return None
+    print("pipeline.gru: loading the fused GRU gate kernels", file=sys.stderr, flush=True)
+    return module
+
+
+def _lock(path: Path, wait: float):
+    """`path` opened and exclusively flock-ed, or None when another process held it for all of `wait` seconds."""
+    import fcntl  # POSIX; imported here so that the module itself imports anywhere
+    f = open(path, "a")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                f.close()
+                return None
+            time.sleep(0.2)
+
+
+def _build(folder: Path):
+    """Compiles gru_gates.cpp in `folder` (the caller holds its build lock) and marks the build complete."""
+    if folder.exists() and any(folder.iterdir()):  # a dead build's: moved aside, its compiler may still be running
+        folder.rename(folder.with_name(f"{folder.name}.stale-{os.getpid()}-{time.time_ns()}"))
+    for stale in folder.parent.glob(glob.escape(folder.name) + ".stale-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    folder.mkdir(exist_ok=True)  # present again if another process has called build_folder() since
+    if not shutil.which("ninja"):  # the ninja wheel's binary, when the venv's bin/ is not on PATH
+        import ninja
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    print("pipeline.gru: building the fused GRU gate kernels (once per machine and environment, about a minute)",
+          file=sys.stderr, flush=True)
+    from torch.utils.cpp_extension import load_inline
+    module = load_inline(folder.name, [Path(__file__).with_name("gru_gates.cpp").read_text()],
+                         extra_cflags=_CFLAGS, extra_ldflags=_LDFLAGS, build_directory=str(folder))
+    (folder / "built.part").write_text(module.__file__ + "\n")
+    os.replace(folder / "built.part", folder / "built")  # last: the mark of a complete build
+    return module
+
+
 @functools.cache
 def gate_kernels():
-    """gru_gates.cpp, compiled once per machine by PyTorch's extension loader (about a minute; cached under
-    ~/.cache/torch_extensions, or $TORCH_EXTENSIONS_DIR). None, with a warning, where it cannot be built (no C++
-    compiler), or with PIPELINE_GRU_KERNELS=0: the gates then run as PyTorch ops, same results to rounding."""
+    """gru_gates.cpp, compiled once per machine and environment by PyTorch's extension loader (about a minute;
+    in build_folder()). None, with a warning, where it cannot be built (no C++ compiler), with
+    PIPELINE_GRU_KERNELS=0, or when another process's build held the lock for BUILD_WAIT_S: the gates then run
+    as PyTorch ops, same results to rounding.
+
+    No process killed at any point (SIGKILL, Ctrl-C, the OOM killer) blocks a later one. A completed build,
+    marked by a `built` file written last, is imported directly, taking no lock. A build runs under an flock on
+    <folder>.lock, which the kernel releases when its holder dies, so no lock outlives its process; whatever the
+    folder holds without the marker is then a dead build's leftovers (PyTorch's own `lock` file among them, on
+    which load_inline would wait forever) and is moved aside before building."""
     if os.environ.get("PIPELINE_GRU_KERNELS", "1") == "0":
         return None
-    from torch.utils.cpp_extension import load_inline
     try:
-        if not shutil.which("ninja"):  # the ninja wheel's binary, when the venv's bin/ is not on PATH
-            import ninja
-            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-        print("pipeline.gru: loading the fused GRU gate kernels (built once per machine, about a minute)",
-              file=sys.stderr, flush=True)
-        flags = ["-O3", "-ffast-math", "-march=native", "-fopenmp"]  # fast-math: vectorised exp and tanh
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:  # not Linux: the machine and processor names alone
-            cpuinfo = ""
-        # the source goes in as text: the loader writes it to a fixed path in its build folder, so a copy of
-        # this repository elsewhere (a DVC experiment's temp folder) reuses the build instead of recompiling
-        return load_inline(f"pipeline_gru_gates_{cpu_key(cpuinfo)}",
-                           [Path(__file__).with_name("gru_gates.cpp").read_text()],
-                           extra_cflags=flags, extra_ldflags=["-fopenmp"])
+        folder = build_folder()
+        module = _import_built(folder)
+        if module is not None:
+            return module
+        wait = float(os.environ.get("PIPELINE_GRU_BUILD_WAIT_S", BUILD_WAIT_S))
+        lock_path = folder.with_name(folder.name + ".lock")
+        lock = _lock(lock_path, wait)
+        if lock is None:
+            warnings.warn(f"pipeline.gru: fused gate kernels unavailable: another process held the build lock "
+                          f"{lock_path} for {wait:g} s "
+                          "(PIPELINE_GRU_BUILD_WAIT_S); the GRU's CPU training path runs its gates as PyTorch ops, "
+                          "about a fifth slower", stacklevel=2)
+            return None
+        with lock:
+            return _import_built(folder) or _build(folder)  # imported: built by the process we waited for
     except Exception as e:  # noqa: BLE001 -- any build failure means: run the gates as PyTorch ops
         warnings.warn(f"pipeline.gru: fused gate kernels unavailable ({type(e).__name__}: {str(e)[:300]}); "
                       "the GRU's CPU training path runs its gates as PyTorch ops, about a fifth slower", stacklevel=2)

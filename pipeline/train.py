@@ -107,13 +107,27 @@ def validate(model: Seq2Seq, loader: DataLoader, loss, device: torch.device) -> 
 
 
 def _truncate_logs(before_step: int) -> None:
-    """Drop dvclive rows from epochs that a resumed run will redo (logged after the last checkpoint)."""
+    """Drop dvclive rows from epochs that a resumed run will redo (logged after the last checkpoint).
+
+    Each file is replaced atomically, so a kill mid-way leaves it whole. A log left empty or unreadable by an
+    earlier kill (dvclive writes its files in place) is removed: the resumed run logs its epochs afresh rather
+    than failing on every resume."""
     for tsv in (LIVE / "plots").rglob("*.tsv"):
         with open(tsv, newline="") as f:
             rows = list(csv.reader(f, delimiter="\t"))
-        with open(tsv, "w", newline="") as f:
+        if not rows or "step" not in rows[0]:
+            tsv.unlink()
+            continue
+        with atomic_path(tsv) as tmp, open(tmp, "w", newline="") as f:
             csv.writer(f, delimiter="\t", lineterminator=os.linesep).writerows(
                 [rows[0]] + [r for r in rows[1:] if int(r[rows[0].index("step")]) < before_step])
+    summary = LIVE / "metrics.json"
+    try:
+        json.loads(summary.read_text())
+    except FileNotFoundError:
+        pass
+    except ValueError:  # cut short by a kill while dvclive rewrote it: dvclive's resume would fail on it
+        summary.unlink()
 
 
 def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, dict]:

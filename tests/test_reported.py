@@ -290,3 +290,20 @@ def test_a_key_struck_again_under_the_pedal_ends_there():
     song = smf.read(smf_bytes([events]))
     part = song.parts[0]
     assert smf.sustained(part, song.pedals).tolist() == [480, 2040] and part.end.tolist() == [120, 600]
+
+
+# 7. A killed process leaves nothing that blocks the next run (the GRU build lock: tests/test_gru_build.py)
+
+def test_training_logs_cut_short_by_a_kill_do_not_block_a_resume(tmp_path, monkeypatch):
+    from pipeline import train
+
+    monkeypatch.chdir(tmp_path)
+    plots = train.LIVE / "plots" / "metrics" / "train"
+    plots.mkdir(parents=True)
+    (plots / "loss.tsv").write_text("timestamp\tstep\tloss\n1\t0\t0.5\n2\t1\t0.4\n3\t2\t0.3\n")
+    (plots / "lr.tsv").write_text("")                       # emptied by a kill mid-rewrite
+    (train.LIVE / "metrics.json").write_text('{"step": 2, "tra')  # cut short the same way
+    train._truncate_logs(2)
+    assert (plots / "loss.tsv").read_text().splitlines() == ["timestamp\tstep\tloss", "1\t0\t0.5", "2\t1\t0.4"]
+    assert not (plots / "lr.tsv").exists() and not (train.LIVE / "metrics.json").exists()
+    assert sorted(p.name for p in plots.iterdir()) == ["loss.tsv"]  # no temporary file left behind
