@@ -18,13 +18,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline import gm
+from pipeline import gm, smf
 from pipeline import params as P
 from pipeline import split as S
 from pipeline.artifacts import iter_bytes
 from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage
-from pipeline import smf
 from pipeline.midi import part_notes
 from pipeline.parallel import imap, n_workers
 from pipeline.pianoroll import Grid, quantize

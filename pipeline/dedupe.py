@@ -28,18 +28,10 @@ class ContentKey:
     transpose_invariant: bool = True
 
 
-def content_hash(data: bytes, key: ContentKey = ContentKey()) -> str | None:
-    """sha1 of the sorted set of (onset step, pitch) over every part of a MIDI file, drums by channel 10; None
-    for a file without notes. (prepare hashes with its own drum decisions, through content_hash_of.)"""
-    from pipeline import smf
-
-    song = smf.read(data)
-    return content_hash_of([(p.on_drum_channel, p.start, p.pitch) for p in song.parts], song.ticks_per_quarter, key)
-
-
 def content_hash_of(tracks: list[tuple[bool, np.ndarray, np.ndarray]], tpq: int,
                     key: ContentKey = ContentKey()) -> str | None:
-    """content_hash from (is_drum, onset ticks, pitches) per part."""
+    """sha1 of the sorted set of (onset step, pitch) over a file's parts, given as (is_drum, onset ticks,
+    pitches) each; None for a file without notes. prepare passes its own drum decision for each part."""
     if not tracks:
         return None
     t = np.concatenate([s for _, s, _ in tracks]).astype(np.float64)

@@ -9,12 +9,15 @@ repeated note is two notes and not one long one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from symusic import Note, Track
 
 from pipeline import gm
-from pipeline.midi import TrackNotes
+
+if TYPE_CHECKING:  # a type only: the stages after convert do not depend on how files are parsed
+    from pipeline.midi import TrackNotes
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import numpy as np
 from pipeline.midi import MidiError
 
 DRUM_CHANNEL = 9  # channel 10 counted from 1: General MIDI's percussion channel
+DEFAULT_TEMPO = 500_000  # microseconds per quarter note before the first tempo event: 120 bpm (MIDI 1.0)
 
 
 def unwrap(data: bytes) -> bytes:
@@ -205,29 +206,23 @@ def read(data: bytes) -> Song:
                 _pedals(pedal_events, independent_tracks=fmt == 2), note_ons, recovered)
 
 
-def _state_at(changes: list[tuple], key, ticks: np.ndarray, default: int) -> np.ndarray:
-    """The value of the last change at or before each tick (changes sorted by tick, then track order)."""
-    mine = [(t, v) for t, k, v in changes if k == key]
-    if not mine:
-        return np.full(len(ticks), default, np.int64)
-    at = np.asarray([t for t, _ in mine], np.int64)
-    values = np.asarray([default] + [v for _, v in mine], np.int64)
-    return values[np.searchsorted(at, ticks, side="right")]
-
-
 def _parts(notes: list[tuple], programs: list[tuple], names: list[str], independent_tracks: bool) -> list[Part]:
     if not notes:
         return []
     a = np.asarray(notes, np.int64)
     track, ch, pitch, start, end, vel = a.T
-    # the channel's program at each onset: state keyed by channel (and track, in a type-2 file)
-    changes = sorted(((t, (tr if independent_tracks else 0, c), p) for t, tr, c, p in programs),
-                     key=lambda x: x[0])
-    prog = np.zeros(len(a), np.int64)
+    # the channel's program at each onset: the last change at or before it, in tick order (ties in track
+    # order: the sort is stable), its state keyed by channel (and by track, in a type-2 file)
+    by_key: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for t, tr, c, p in sorted(programs, key=lambda x: x[0]):
+        by_key.setdefault((tr if independent_tracks else 0, c), []).append((t, p))
+    prog = np.zeros(len(a), np.int64)  # program 0 until a change (General MIDI's default)
     scope = track if independent_tracks else np.zeros_like(track)
-    for key in sorted({k for _, k, _ in changes}):
-        m = (scope == key[0]) & (ch == key[1])
-        prog[m] = _state_at(changes, key, start[m], 0)
+    for (sc, c), changes in by_key.items():
+        m = (scope == sc) & (ch == c)
+        at = np.asarray([t for t, _ in changes], np.int64)
+        values = np.asarray([0] + [p for _, p in changes], np.int64)
+        prog[m] = values[np.searchsorted(at, start[m], side="right")]
     order = np.lexsort((pitch, start, prog, ch, track))
     a = np.column_stack([track, ch, prog, start, end, pitch, vel])[order]
     cut = np.flatnonzero(np.any(np.diff(a[:, :3], axis=0) != 0, axis=1)) + 1
@@ -276,8 +271,6 @@ def sustained(part: Part, pedals: dict[int, np.ndarray]) -> np.ndarray:
     nxt[order[:-1][same]] = part.start[order][1:][same]
     return np.where(held, np.maximum(end, np.minimum(new_end, nxt)), end)
 
-
-DEFAULT_TEMPO = 500_000  # microseconds per quarter note before the first tempo event: 120 bpm (MIDI 1.0)
 
 
 def seconds(ticks: np.ndarray, song: Song) -> np.ndarray:
