@@ -1,6 +1,7 @@
 """Stage `calibrate`: fit what evaluation and generation need beyond the weights, on train and valid only.
 
-- the decision threshold that maximises valid F1 (teacher-forced next frame), used by `generate` when
+- the decision threshold that maximises valid F1 (teacher-forced next frame; for a NADE head, of the frames it
+  decodes cell by cell at each threshold of a grid), used by `generate` when
   `generate.threshold: auto` and reported by `evaluate` beside the fixed one: a focal-loss model's
   probabilities are not calibrated, so 0.5 is an arbitrary cut;
 - the baselines: repeat-the-last-frame error rates and per-key frequencies of the training frames, and the
@@ -23,7 +24,7 @@ from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
 from pipeline.dataset import Split, Windows, data_dir
-from pipeline.metrics import Sweep, sounding, sounding_prob
+from pipeline.metrics import Sweep, ThresholdGrid, sounding, sounding_prob
 
 OUT = Path("models/calibration.json")
 
@@ -35,20 +36,37 @@ def frame_windows(split: Split, L: int, batch_size: int):
     return DataLoader(Windows(split, L, L), batch_size=batch_size)
 
 
+def new_sweep(model) -> Sweep | ThresholdGrid:
+    """Where a model's precision-recall trade-off is counted: every threshold at once for a factorised head,
+    a grid of decoded thresholds otherwise."""
+    return Sweep() if model.head.factorised else ThresholdGrid()
+
+
+def add_to_sweep(sweep: Sweep | ThresholdGrid, model, out: torch.Tensor, y: torch.Tensor, k: int) -> None:
+    """Count the model's teacher-forced next-frame decisions on one batch at every threshold of `sweep`
+    (`out`: the decoder states, model.states(x, y))."""
+    true = sounding(y, k)
+    if isinstance(sweep, Sweep):
+        sweep.add(sounding_prob(torch.sigmoid(model.head(out, y)), k), true)
+        return
+    for i, t in enumerate(sweep.THRESHOLDS):
+        sweep.add(i, sounding(model.head.decide(out, model.threshold(float(t)))[0], k), true)
+
+
 @torch.no_grad()
 def calibrate(model, train: Split, valid: Split, batch_size: int, device) -> dict:
     L, k = model.cfg.seq_len, train.meta["n_keys"]
     fitted = baselines.fit(frame_windows(train, L, batch_size), k)
     freq = torch.tensor(fitted["key_frequency"])
     tokens = train.meta["kind"] == "tokens"
-    model_sweep, freq_sweep = Sweep(), Sweep()
+    model_sweep, freq_sweep = new_sweep(model), Sweep()
     model.to(device)
     for x, y in tqdm(frame_windows(valid, L, batch_size), desc="calibrate", unit="batch", leave=False):
         true = sounding(y, k)
         freq_sweep.add(sounding_prob(freq.expand_as(y), k), true)
         if not tokens:
-            probs = torch.sigmoid(model(x.to(device), y.to(device))).cpu()
-            model_sweep.add(sounding_prob(probs, k), true)
+            x, y = x.to(device), y.to(device)
+            add_to_sweep(model_sweep, model, model.states(x, y), y, k)
     if not freq_sweep.pos.sum():
         raise ValueError("calibrate: the valid split has no sounding frames to choose a threshold on")
     t, f1 = model_sweep.best() if not tokens else (None, None)
@@ -69,7 +87,7 @@ def main() -> None:
     d = data_dir()
     train, valid = Split(d, "train"), Split(d, "valid")
     model = load_model(valid.meta)
-    result = calibrate(model, train, valid, p.evaluate.batch_size, runtime.device("auto"))
+    result = calibrate(model, train, valid, p.evaluate.batch_size, runtime.device(p.train.device))
     write_json(OUT, result)
     if result["threshold"] is None:
         print(f"calibrate: token model (no threshold); frequency baseline threshold "

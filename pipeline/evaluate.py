@@ -29,7 +29,7 @@ from pipeline.baselines import PROTOCOLS, repeat_last, repeat_last_probs
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
 from pipeline.dataset import Split, Windows, data_dir, grid_of, window_starts
-from pipeline.metrics import FrameCounts, Sweep, nll_from_logits, nll_from_probs, onsets, sounding, sounding_prob
+from pipeline.metrics import FrameCounts, Sweep, ThresholdGrid, nll_from_logits, nll_from_probs, onsets, sounding
 from pipeline.pianoroll import densify
 from pipeline.rollout import continue_tokens, reservoir, window_notes
 
@@ -63,23 +63,25 @@ def score_baselines(counts, truth: Truth, cal: dict, freq: torch.Tensor, fixed: 
 
 
 @torch.no_grad()
-def evaluate_rolls(model, loader: DataLoader, cal: dict, fixed: float, device) -> tuple[dict, Sweep]:
+def evaluate_rolls(model, loader: DataLoader, cal: dict, fixed: float, device
+                   ) -> tuple[dict, Sweep | ThresholdGrid]:
     k = model.cfg.n_keys
-    counts, sweep = defaultdict(FrameCounts), Sweep()
+    counts, sweep = defaultdict(FrameCounts), calibrate.new_sweep(model)
     freq = torch.tensor(cal["baselines"]["key_frequency"], device=device)
     model.to(device)
     for x, y in tqdm(loader, desc="evaluate", unit="batch", leave=False):
         x, y = x.to(device), y.to(device)
         truth = Truth(x, y, k)
-        logits = model(x, y)
-        probs = torch.sigmoid(logits)
-        sweep.add(sounding_prob(probs, k), truth.sounding)
-        # NLL over the sustain plane: a proper per-cell likelihood of what sounds, as in the literature
+        out = model.states(x, y)
+        logits = model.head(out, y)
+        calibrate.add_to_sweep(sweep, model, out, y, k)
+        # NLL of the sustain plane, as in the literature: exact for both heads (the NADE orders that plane first)
         nll = nll_from_logits(logits[..., :k], y[..., :k])
         for name, t in (("model", fixed), ("model_tuned", cal["threshold"])):
-            truth.add(counts["next_frame", name], probs > t, nll)
-            free = model(x, steps=y.size(1), threshold=t)
-            truth.add(counts["continuation", name], torch.sigmoid(free) > t, nll_from_logits(free[..., :k], y[..., :k]))
+            choose = model.threshold(t)
+            truth.add(counts["next_frame", name], model.head.decide(out, choose)[0], nll)
+            taken, free = model.free(x, y.size(1), choose, y=y)  # free's logits score the true continuation
+            truth.add(counts["continuation", name], taken, nll_from_logits(free[..., :k], y[..., :k]))
         score_baselines(counts, truth, cal, freq, fixed)
     return _table(counts), sweep
 
@@ -175,9 +177,10 @@ def margins(report: dict) -> dict:
     return out
 
 
-def pr_rows(sweep: Sweep, every: int = 10) -> list[dict]:
+def pr_rows(sweep: Sweep | ThresholdGrid) -> list[dict]:
+    """The precision-recall curve, at most about 100 points (every 10th of a Sweep's 999 thresholds)."""
     t, prec, rec, _ = sweep.curve()
-    keep = slice(every - 1, None, every)
+    keep = slice(9, None, 10) if len(t) > 100 else slice(None)
     return [{"threshold": round(float(a), 4), "precision": float(b), "recall": float(c)}
             for a, b, c in zip(t[keep], prec[keep], rec[keep])]
 
@@ -192,7 +195,7 @@ def main() -> None:
     if not SAMPLES.exists():
         raise FileNotFoundError(f"{SAMPLES} is missing: run `dvc repro generate` first")
     index = json.loads(SAMPLES.read_text())["samples"]
-    L, device, fixed = model.cfg.seq_len, runtime.device("auto"), p.evaluate.threshold
+    L, device, fixed = model.cfg.seq_len, runtime.device(p.train.device), p.evaluate.threshold
     if test.meta["kind"] == "tokens":
         result, n_windows = evaluate_tokens(model, test, train, cal, fixed, p.evaluate.batch_size, device)
         rows = []

@@ -119,23 +119,23 @@ def main() -> None:
     test = Split(d, "test")
     meta, grid = test.meta, grid_of(test.meta)
     model = load_model(meta)
-    L, device = model.cfg.seq_len, runtime.device("auto")
+    L, device = model.cfg.seq_len, runtime.device(p.train.device)
     steps = length_frames(g.length, g.unit, grid)
     sampler = sampler_of(g, meta, device, p.seed)
     model.to(device)
     primes = (seeds(test, L, g.n_samples, p.seed) if g.prime == "test"
               else [("silence", EMPTY, 0)] * g.n_samples)
+    if meta["kind"] == "tokens":
+        gens = continue_tokens(model, test.tokenizer, grid, [n for _, n, _ in primes], L, steps, meta["pad_id"],
+                               device, max_windows=max(8, 4 * steps // L), sampler=sampler)
+    else:  # every sample in one batch: the decoder steps (and a NADE's cell loop) run once for all of them
+        x = torch.from_numpy(np.stack([densify(n, grid.n_keys, 0, L, onsets=meta["onsets"]) for _, n, _ in primes]))
+        frames = continue_roll(model, x.float().to(device), steps, sampler).cpu().numpy().astype(bool)
+        gens = [roll_notes(f, grid.n_keys) for f in frames]
     index = []
     with atomic_path(OUT) as tmp:
         (tmp / "rolls").mkdir(parents=True)
-        for i, (piece, seed_notes, a) in enumerate(primes):
-            if meta["kind"] == "tokens":
-                gen = continue_tokens(model, test.tokenizer, grid, [seed_notes], L, steps, meta["pad_id"], device,
-                                      max_windows=max(8, 4 * steps // L), sampler=sampler)[0]
-            else:
-                x = torch.from_numpy(densify(seed_notes, grid.n_keys, 0, L, onsets=meta["onsets"])).float()[None]
-                frames = continue_roll(model, x.to(device), steps, sampler)[0].cpu().numpy().astype(bool)
-                gen = roll_notes(frames, grid.n_keys)
+        for i, ((piece, seed_notes, a), gen) in enumerate(zip(primes, gens)):
             name = f"sample_{i:03d}"
             midi = None
             if len(gen):

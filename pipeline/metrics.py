@@ -108,6 +108,34 @@ class Sweep:
         return float(t[k]), float(f1[k])
 
 
+
+class ThresholdGrid:
+    """Precision and recall at a grid of thresholds, for heads whose decisions cannot be read off one pass of
+    probabilities (a NADE's later cells depend on the earlier decisions): each threshold's decoded frames are
+    counted. The same curve()/best() as Sweep."""
+
+    THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+    def __init__(self):
+        self.counts = np.zeros((len(self.THRESHOLDS), 3), np.int64)  # tp, fp, fn per threshold
+
+    def add(self, i: int, pred: torch.Tensor, true: torch.Tensor) -> None:
+        """Count the decisions `pred` made at threshold THRESHOLDS[i] against `true` (same shape)."""
+        p, t = pred.bool(), true.bool()
+        self.counts[i] += [int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())]
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        tp, fp, fn = self.counts.T
+        prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+        rec = tp / np.maximum(tp + fn, 1)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+        return self.THRESHOLDS.astype(float), prec, rec, f1
+
+    def best(self) -> tuple[float, float]:
+        t, _, _, f1 = self.curve()
+        k = int(np.argmax(f1))
+        return float(t[k]), float(f1[k])
+
 def onsets(frames: torch.Tensor, prev: torch.Tensor, n_keys: int) -> torch.Tensor:
     """Note starts (batch, T, n_keys): the onset plane when the frames carry one, else the cells that sound
     after a frame where they did not (`prev`: the frame before the first, (batch, 1, features))."""

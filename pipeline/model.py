@@ -2,8 +2,8 @@
 
 The encoder reads `seq_len` steps; its final state starts a decoder that emits the next window step by step,
 each step fed the previous one (the true one under teacher forcing, else its own decision). Piano rolls go in
-as multi-hot frames and come out as per-cell logits (sigmoid); tokens go in through an embedding and come out as
-logits over the vocabulary (softmax).
+as multi-hot frames; tokens go in through an embedding. The output head (pipeline/heads.py) turns each decoder
+state into the step's distribution: one sigmoid per cell, a NADE over the frame's cells, or a softmax over tokens.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from pipeline import heads
 from pipeline.gru import GRU
 
 
@@ -25,6 +26,8 @@ class Config:
     tokens: bool = False
     kind: str = "pianoroll"  # the representation trained on: checked before evaluate/generate use the model
     n_keys: int = 88         # keys per plane (piano rolls)
+    head: str = "independent"  # piano rolls: independent | nade (tokens: always a softmax)
+    nade_hidden: int = 64
 
 
 class Seq2Seq(nn.Module):
@@ -36,44 +39,53 @@ class Seq2Seq(nn.Module):
         width = h if cfg.tokens else cfg.n_features
         self.encoder = GRU(width, h, cfg.layers, batch_first=True, dropout=drop)
         self.decoder = GRU(width, h, cfg.layers, batch_first=True, dropout=drop)
-        self.head = nn.Sequential(nn.Linear(h, h // 2), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(h // 2, cfg.n_features))
+        self.head = heads.make("independent" if cfg.tokens else cfg.head, h, cfg.n_features, cfg.dropout,
+                               cfg.nade_hidden)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(x) if self.embed is not None else x
 
-    def decide(self, logits: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-        """The step fed back in free-running mode: thresholded cells, or the most likely token."""
+    def threshold(self, threshold: float = 0.5):
+        """The default way a step is chosen: cells over `threshold`, or the most likely token."""
         if self.cfg.tokens:
-            return logits.argmax(-1)
-        return (torch.sigmoid(logits) > threshold).float()
+            return lambda logits: logits.argmax(-1)
+        return lambda logits: (torch.sigmoid(logits) > threshold).float()
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, teacher_forcing: float = 1.0,
-                steps: int | None = None, threshold: float = 0.5, decide=None) -> torch.Tensor:
-        """Logits (batch, steps, n_features) for the window after `x` (batch, seq_len[, n_features]).
-
-        With `y` and teacher_forcing == 1 the whole window is decoded in one fused GRU call; otherwise step by
-        step, each sample taking the true previous step with probability `teacher_forcing`, else its own
-        decision (`decide(logits)`, by default `self.decide`).
-        """
-        decide = decide or (lambda lg: self.decide(lg, threshold))
+    def states(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Decoder states (batch, steps, hidden) for the window `y` after `x`, each step fed the true one before
+        it (teacher forcing), in one fused GRU call."""
         _, h = self.encoder(self.inputs(x))
-        prev = x[:, -1:]
-        if y is not None and teacher_forcing >= 1.0:
-            out, _ = self.decoder(self.inputs(torch.cat([prev, y[:, :-1]], dim=1)), h)
-            return self.head(out)
-        steps = y.size(1) if y is not None else (steps or self.cfg.seq_len)
-        logits = []
+        out, _ = self.decoder(self.inputs(torch.cat([x[:, -1:], y[:, :-1]], dim=1)), h)
+        return out
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, fed: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits (batch, steps, n_features) scoring the window `y` (batch, steps[, n_features])
+        after `x` (batch, seq_len[, n_features]): their summed (binary) cross-entropy against `y` is -log p(y).
+        `fed`: the steps fed to the decoder instead of `y` (scheduled sampling); `y` is still what is scored."""
+        return self.head(self.states(x, y if fed is None else fed), y)
+
+    def decode(self, x: torch.Tensor, y: torch.Tensor, choose=None) -> torch.Tensor:
+        """The steps the model takes (batch, steps[, n_features]) when it has seen the true steps before each:
+        the next-step decisions of the teacher-forced protocol. `choose`: default `threshold()`."""
+        return self.head.decide(self.states(x, y), choose or self.threshold())[0]
+
+    def free(self, x: torch.Tensor, steps: int, choose=None, y: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Free-running continuation of `x`: each step fed the one the model took before it.
+
+        Returns (steps taken (batch, steps[, n_features]), logits (batch, steps, n_features)). The logits score
+        `y` (the true continuation, when given: its likelihood given the model's own past), else the steps
+        taken. `choose`: default `threshold()`."""
+        choose = choose or self.threshold()
+        _, h = self.encoder(self.inputs(x))
+        prev, taken, logits = x[:, -1:], [], []
         for t in range(steps):
             out, h = self.decoder(self.inputs(prev), h)
-            step = self.head(out)
-            logits.append(step)
-            prev = decide(step).to(x.dtype)
-            if y is not None and teacher_forcing > 0:
-                use_true = torch.rand(x.size(0), 1, device=x.device) < teacher_forcing
-                if not self.cfg.tokens:
-                    use_true = use_true.unsqueeze(-1)
-                prev = torch.where(use_true, y[:, t:t + 1], prev)
-        return torch.cat(logits, dim=1)
+            step, own = self.head.decide(out, choose)
+            logits.append(own if y is None else self.head(out, y[:, t:t + 1]))
+            prev = step.to(x.dtype)
+            taken.append(prev)
+        return torch.cat(taken, dim=1), torch.cat(logits, dim=1)
 
     def checkpoint(self) -> dict:
         """Everything needed to rebuild the model; loadable with torch.load(..., weights_only=True)."""

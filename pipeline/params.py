@@ -200,6 +200,10 @@ class ModelParams(_Strict):
     hidden: int = Field(256, ge=2)
     layers: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0, lt=1)
+    # piano rolls' output head: independent (a sigmoid per cell) | nade (the cells of a frame jointly); token
+    # models always predict one token with a softmax
+    head: Literal["independent", "nade"] = "nade"
+    nade_hidden: int = Field(64, ge=1, description="hidden units of the NADE head")
 
 
 class TrainParams(_Strict):
@@ -232,7 +236,7 @@ class EvaluateParams(_Strict):
 
 
 class GenerateParams(_Strict):
-    n_samples: int = Field(8, ge=1)
+    n_samples: int = Field(32, ge=1)
     prime: Literal["test", "empty"] = "test"  # seed from a real test window, or from silence
     length: float = Field(16, gt=0)
     unit: Literal["beats", "seconds"] = "beats"
@@ -267,6 +271,13 @@ class Params(_Strict):
     evaluate: EvaluateParams = EvaluateParams()
     generate: GenerateParams = GenerateParams()
     render: RenderParams = RenderParams()
+
+    @model_validator(mode="after")
+    def _head_fits(self) -> "Params":
+        if self.model.head == "nade" and self.represent.kind == "pianoroll" and self.generate.sampling == "topk":
+            raise ValueError("generate.sampling: topk needs the independent head (model.head: independent); "
+                             "the nade head chooses cell by cell: use threshold or bernoulli")
+        return self
 
 
 def _format(err: ValidationError, origin: str) -> str:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pipeline.pianoroll import Grid, Notes
-from pipeline.sampling import Sampler, recording
+from pipeline.sampling import Sampler
 
 T = TypeVar("T")
 
@@ -49,9 +49,8 @@ def continue_roll(model, seed: torch.Tensor, steps: int, sampler=None) -> torch.
     frames = seed
     while frames.size(1) < seed.size(1) + steps:
         n = min(seq_len, seed.size(1) + steps - frames.size(1))
-        decide, taken = recording(sampler)
-        model(frames[:, -seq_len:], steps=n, decide=decide)
-        frames = torch.cat([frames, torch.cat(taken, dim=1).to(frames.dtype)], dim=1)
+        taken, _ = model.free(frames[:, -seq_len:], n, sampler)
+        frames = torch.cat([frames, taken.to(frames.dtype)], dim=1)
     return frames[:, seed.size(1):]
 
 
@@ -77,9 +76,7 @@ def continue_tokens(model, tokenizer, grid: Grid, seeds: list[Notes], seed_frame
             tail = ids[i][-L:]
             if tail:
                 ctx[row, L - len(tail):] = torch.tensor(tail)
-        decide, taken = recording(sampler)
-        model(ctx.to(device), steps=L, decide=decide)
-        gen = torch.cat(taken, dim=1).cpu().numpy()
+        gen = model.free(ctx.to(device), L, sampler)[0].cpu().numpy()
         for row, i in enumerate(todo):
             ids[i] += gen[row].tolist()
             notes = tokens.decode(tokenizer, ids[i], grid)

@@ -50,14 +50,3 @@ class Sampler:
         draw = torch.rand(p.shape, generator=self.generator, device=p.device)
         return (draw < p).float()
 
-
-def recording(sampler) -> tuple[callable, list[torch.Tensor]]:
-    """A decide function that also keeps every step it returned: what a stochastic rollout actually fed back."""
-    steps: list[torch.Tensor] = []
-
-    def decide(logits: torch.Tensor) -> torch.Tensor:
-        step = sampler(logits)
-        steps.append(step)
-        return step
-
-    return decide, steps

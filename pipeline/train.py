@@ -1,7 +1,7 @@
 """Stage `train`: fit the GRU seq2seq on train windows; keep the weights with the best valid loss.
 
-Piano rolls train with focal (or plain) binary cross-entropy over every cell; token streams with cross-entropy
-over the vocabulary. Per epoch: train/valid loss and valid F1 and density (piano rolls) or token accuracy
+Piano rolls train on the exact likelihood of the NADE head, or with focal (or plain) binary cross-entropy over
+every cell of the independent head; token streams with cross-entropy over the vocabulary. Per epoch: train/valid loss and valid F1 and density (piano rolls) or token accuracy
 (tokens), logged with dvclive under metrics/train/, and models/last.pt (model, optimizer, scheduler, RNG state,
 epoch, best weights so far) written atomically. A run killed part-way resumes from last.pt on the next
 `dvc repro` when params and data are unchanged (a fingerprint says so), and ends with the same weights as an
@@ -19,8 +19,10 @@ import hashlib
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from dvclive import Live
@@ -32,7 +34,7 @@ from pipeline import params as P
 from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage
 from pipeline.dataset import Split, Windows, data_dir
-from pipeline.metrics import FrameCounts, sounding
+from pipeline.metrics import FrameCounts, nll_from_logits, sounding
 from pipeline.model import Config, Seq2Seq
 
 MODEL, LAST, LIVE = Path("models/model.pt"), Path("models/last.pt"), Path("metrics/train")
@@ -48,16 +50,31 @@ def windows(split: str, seq_len: int, stride: int, **kw) -> Windows:
 
 
 def loss_fn(p: P.Params, meta: dict):
+    """Token models: cross-entropy over the vocabulary. Piano rolls: `train.loss` (focal or plain binary
+    cross-entropy per cell) for the independent head; the nade head always trains on its exact negative
+    log-likelihood (the mean binary cross-entropy of its conditionals), which focal weighting would no longer be."""
     if meta["kind"] == "tokens":
         pad = meta["pad_id"]
         return lambda logits, y: F.cross_entropy(logits.transpose(1, 2), y, ignore_index=pad)
+    if p.model.head == "nade":
+        return losses.bce
     return losses.make(p.train.loss, p.train.focal_alpha, p.train.focal_gamma)
 
 
+def code_files() -> list[Path]:
+    """The project's code this process runs: every loaded pipeline module's source, and the C++ kernels."""
+    files = {Path(m.__file__) for name, m in list(sys.modules.items())
+             if (name == "pipeline" or name.startswith("pipeline.")) and getattr(m, "__file__", None)}
+    return sorted(files | {Path(__file__).with_name("gru_gates.cpp")})
+
+
 def fingerprint(p: P.Params, d: Path) -> str:
-    """What a checkpoint must match to be resumed: every param train reads, and the bytes of the data."""
+    """What a checkpoint must match to be resumed: every param train reads, the bytes of the data and of the
+    code that trains (a run killed before a code change must not be finished by the new code)."""
     h = hashlib.sha256(json.dumps({"seed": p.seed, "model": p.model.model_dump(), "train": p.train.model_dump(),
                                    "transpose": list(p.represent.transpose)}, sort_keys=True).encode())
+    for f in code_files():
+        h.update(f.name.encode() + f.read_bytes())
     for f in sorted(d.iterdir()):
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
@@ -73,6 +90,19 @@ def scheduler(opt, t: P.TrainParams):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
 
 
+def cell_frequencies(split: Split) -> torch.Tensor:
+    """(features,) the share of frames in which each cell of a piano-roll frame is on over a whole split: the
+    sustain plane from the notes' lengths, the onset plane from their count. One pass over the notes, no rolls."""
+    k, on = split.meta["n_keys"], split.meta["onsets"]
+    counts, frames = np.zeros(2 * k if on else k), 0
+    for _, notes in split.notes():
+        np.add.at(counts, notes.key.astype(np.int64), (notes.end - notes.start).astype(np.float64))
+        if on:
+            np.add.at(counts, k + notes.key.astype(np.int64), 1.0)
+        frames += notes.n_frames
+    return torch.from_numpy(counts / max(frames, 1)).float()
+
+
 def decoder_inputs(model: Seq2Seq, x: torch.Tensor, y: torch.Tensor, ratio: float) -> torch.Tensor:
     """Scheduled sampling without a step loop (parallel scheduled sampling, Duckworth et al. 2019): the
     model's own decisions under teacher forcing replace each true step with probability 1 - ratio, and the
@@ -80,18 +110,21 @@ def decoder_inputs(model: Seq2Seq, x: torch.Tensor, y: torch.Tensor, ratio: floa
     if ratio >= 1.0:
         return y
     with torch.no_grad():
-        own = model.decide(model(x, y))
+        own = model.decode(x, y)
     keep = torch.rand(y.shape[:2], device=y.device) < ratio
     return torch.where(keep if model.cfg.tokens else keep.unsqueeze(-1), y, own.to(y.dtype))
 
 
 @torch.no_grad()
 def validate(model: Seq2Seq, loader: DataLoader, loss, device: torch.device) -> dict:
+    """Valid loss; for piano rolls also F1 and density of the frames decided at 0.5 and the NLL per frame of
+    the sustain plane (nats; comparable across heads and losses), for tokens the accuracy."""
     model.eval()
     counts, total, n, right, steps = FrameCounts(), 0.0, 0, 0, 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        logits = model(x, y)
+        out = model.states(x, y)
+        logits = model.head(out, y)
         total += float(loss(logits, y)) * len(x)
         n += len(x)
         if model.cfg.tokens:
@@ -99,11 +132,13 @@ def validate(model: Seq2Seq, loader: DataLoader, loss, device: torch.device) -> 
             steps += y.numel()
         else:
             k = model.cfg.n_keys
-            counts.add(sounding(torch.sigmoid(logits) > 0.5, k), sounding(y, k))
+            decided = model.head.decide(out, model.threshold())[0]
+            counts.add(sounding(decided, k), sounding(y, k), nll_from_logits(logits[..., :k], y[..., :k]))
     if model.cfg.tokens:
         return {"loss": total / n, "accuracy": right / max(steps, 1)}
     s = counts.summary()
-    return {"loss": total / n, "f1": s["f1"], "density_pred": s["density_pred"], "density_true": s["density_true"]}
+    return {"loss": total / n, "nll_per_frame": s["nll_per_frame"], "f1": s["f1"],
+            "density_pred": s["density_pred"], "density_true": s["density_true"]}
 
 
 def _truncate_logs(before_step: int) -> None:
@@ -146,8 +181,11 @@ def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, di
     tokens = meta["kind"] == "tokens"
     cfg = Config(n_features=meta["vocab_size"] if tokens else meta["features"], hidden=p.model.hidden,
                  layers=p.model.layers, dropout=p.model.dropout, seq_len=t.seq_len, tokens=tokens,
-                 kind=meta["kind"], n_keys=meta["n_keys"])
-    model = Seq2Seq(cfg).to(device)
+                 kind=meta["kind"], n_keys=meta["n_keys"], head=p.model.head, nade_hidden=p.model.nade_hidden)
+    model = Seq2Seq(cfg)
+    if not tokens:
+        model.head.init_bias(cell_frequencies(train_set.split))
+    model.to(device)
     net = model
     if dist.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -193,7 +231,7 @@ def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, di
                 break  # ranks step in lockstep
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                batch_loss = loss(step_fn(x, decoder_inputs(model, x, y, ratio)), y)
+                batch_loss = loss(step_fn(x, y, decoder_inputs(model, x, y, ratio)), y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(batch_loss).backward()
             if t.grad_clip > 0:
@@ -223,7 +261,7 @@ def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, di
             live.next_step()
             _save_last(model, opt, sched, state, stamp, finished=stop or epoch + 1 == t.epochs)
             shown = (f"valid accuracy {v['accuracy']:.3f}" if tokens else
-                     f"valid F1 {v['f1']:.3f}, density {v['density_pred']:.2f} (true {v['density_true']:.2f})")
+                     f"valid NLL/frame {v['nll_per_frame']:.3f}, F1 {v['f1']:.3f}, density {v['density_pred']:.2f} (true {v['density_true']:.2f})")
             print(f"epoch {epoch + 1}: train loss {total / max(n, 1):.4f}, valid loss {v['loss']:.4f}, {shown}"
                   + (" *" if improved else ""))
         if stop:

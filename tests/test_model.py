@@ -15,40 +15,50 @@ def _model(**kw):
     return Seq2Seq(Config(n_features=12, hidden=16, layers=2, dropout=0.0, seq_len=8, **kw)).eval()
 
 
-def test_fused_teacher_forcing_equals_the_step_loop():
-    m = _model()
+HEADS = ["independent", "nade"]
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_fused_teacher_forcing_equals_the_step_loop(head):
+    m = _model(head=head)
     x, y = (torch.rand(3, 8, 12) > 0.7).float(), (torch.rand(3, 8, 12) > 0.7).float()
-    fused = m(x, y, teacher_forcing=1.0)
+    fused = m(x, y)
     _, h = m.encoder(x)
     prev, steps = x[:, -1:], []
     for t in range(8):
         out, h = m.decoder(prev, h)
-        steps.append(m.head(out))
+        steps.append(m.head(out, y[:, t:t + 1]))
         prev = y[:, t:t + 1]
     torch.testing.assert_close(fused, torch.cat(steps, 1))
 
 
-def test_free_running_output_shape_and_determinism():
-    m = _model()
+@pytest.mark.parametrize("head", HEADS)
+def test_free_running_feeds_back_its_own_steps(head):
+    m = _model(head=head)
     x = (torch.rand(2, 8, 12) > 0.7).float()
-    a, b = m(x, steps=5), m(x, steps=5)
-    assert a.shape == (2, 5, 12)
-    torch.testing.assert_close(a, b)
+    taken, logits = m.free(x, 5)
+    assert taken.shape == logits.shape == (2, 5, 12)
+    torch.testing.assert_close(m.free(x, 5)[1], logits)
+    # replayed under teacher forcing, the steps it took get the logits it chose them from
+    torch.testing.assert_close(m(x, taken), logits, atol=1e-5, rtol=1e-5)
+    assert torch.equal(taken, (torch.sigmoid(logits) > 0.5).float())
 
 
-def test_checkpoint_loads_with_weights_only():
-    m = _model()
+@pytest.mark.parametrize("head", HEADS)
+def test_checkpoint_loads_with_weights_only(head):
+    m = _model(head=head)
     buf = io.BytesIO()
     torch.save(m.checkpoint(), buf)
     buf.seek(0)
     again = Seq2Seq.from_checkpoint(torch.load(buf, weights_only=True)).eval()
     x = torch.rand(1, 8, 12)
-    torch.testing.assert_close(m(x, steps=3), again(x, steps=3))
+    torch.testing.assert_close(m.free(x, 3)[1], again.free(x, 3)[1])
 
 
-def test_a_few_steps_fit_a_repeating_pattern():
+@pytest.mark.parametrize("head", HEADS)
+def test_a_few_steps_fit_a_repeating_pattern(head):
     torch.manual_seed(0)
-    m = Seq2Seq(Config(n_features=12, hidden=32, layers=1, dropout=0.0, seq_len=8))
+    m = Seq2Seq(Config(n_features=12, hidden=32, layers=1, dropout=0.0, seq_len=8, head=head))
     pattern = torch.zeros(16, 12)
     pattern[torch.arange(16), torch.arange(16) % 12] = 1
     x, y = pattern[:8].expand(4, 8, 12), pattern[8:].expand(4, 8, 12)
@@ -59,6 +69,7 @@ def test_a_few_steps_fit_a_repeating_pattern():
         first = first if first is not None else loss.item()
         opt.zero_grad(); loss.backward(); opt.step()
     assert loss.item() < first / 10
+    assert torch.equal(m.eval().free(x[:1], 8)[0][0], y[0])
 
 
 def _token_model():
@@ -78,9 +89,9 @@ def test_token_model_fused_teacher_forcing_equals_the_step_loop_and_free_runs_on
         steps.append(m.head(out))
         prev = y[:, t:t + 1]
     torch.testing.assert_close(fused, torch.cat(steps, 1))
-    free = m(x, steps=5)
+    chosen, free = m.free(x, 5)
     # free running feeds back its own argmax: the same as teacher forcing on that argmax
-    chosen = free.argmax(-1)
+    assert torch.equal(chosen, free.argmax(-1))
     torch.testing.assert_close(m(x, chosen), free)
 
 
@@ -93,7 +104,7 @@ def test_token_model_learns_a_cycle():
     for _ in range(100):
         loss = torch.nn.functional.cross_entropy(m(x, y).transpose(1, 2), y)
         opt.zero_grad(); loss.backward(); opt.step()
-    assert torch.equal(m.eval()(x[:1], steps=8).argmax(-1)[0], y[0])
+    assert torch.equal(m.eval().free(x[:1], 8)[0][0], y[0])
 
 
 def test_focal_reduces_to_scaled_bce_without_focusing():
