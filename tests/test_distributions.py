@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pipeline import distributions as D
+from pipeline import music_plot
 
 
 def normal(x, mu, sigma):
@@ -134,3 +135,22 @@ def test_constant_sets_same_value_overlap_fully_different_values_not_at_all():
     assert apart["value_oa"] < 1e-6 and apart["oa"] < 1e-6
     assert math.isfinite(apart["value_kl"]) and apart["value_kl"] > 10
 
+
+# ---- the picture ----------------------------------------------------------------------------------------------
+
+def test_shared_bins_are_one_per_integer_for_small_counts_and_cover_both_sets():
+    assert list(music_plot.shared_bins(np.array([2.0, 4.0]), np.array([3.0]))) == [1.5, 2.5, 3.5, 4.5]
+    edges = music_plot.shared_bins(np.array([0.1, 0.5]), np.array([0.9]))
+    assert len(edges) == music_plot.MAX_BINS + 1 and edges[0] == 0.1 and edges[-1] == 0.9
+
+
+def test_the_picture_is_a_png_with_the_same_bytes_every_time(tmp_path):
+    names = ("notes", "density", "drum_pattern_consistency")
+    gen = [{"notes": n, "density": d, "drum_pattern_consistency": None} for n, d in ((3, 1.0), (5, 2.5), (9, 0.5))]
+    real = [{"notes": n, "density": d, "drum_pattern_consistency": None} for n, d in ((8, 3.0), (12, 2.0))]
+    dist = D.distributions(gen, real, names=names)
+    a, b = tmp_path / "a.png", tmp_path / "sub" / "b.png"
+    music_plot.write_png(a, gen, real, dist, names)
+    music_plot.write_png(b, gen, real, dist, names)
+    assert a.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and a.read_bytes() == b.read_bytes()
+    assert b"Software" not in a.read_bytes() and not list(tmp_path.rglob(".*.tmp"))
