@@ -77,8 +77,8 @@ def prediction_tables(ev: dict) -> str:
 def music_table(m: dict) -> str:
     """Means and gap per statistic, and beside them how far the two distributions overlap (`distributions`,
     absent from an eval.json older than it: then –), followed by evaluate's histograms."""
-    mean = m.get("distributions", {})
-    dist = mean.get("statistics", {})
+    summary = m.get("distributions", {})
+    dist = summary.get("statistics", {})
 
     def cells(k: str) -> str:
         d = dist.get(k, {})
@@ -92,8 +92,8 @@ def music_table(m: dict) -> str:
             "OA is the overlap of the densities of the generated-to-real and real-to-real distances (1: the samples "
             "sit as close to real music as real pieces to each other; 0: apart), KL = KL(real-to-real ‖ "
             "generated-to-real) in nats (0 best; 20 and more: the two do not overlap at all); value OA is the overlap "
-            f"of the two histograms below (their kernel densities). Mean OA {_num(mean.get('mean_oa'))}, mean value "
-            f"OA {_num(mean.get('mean_value_oa'))}.</p><table><tr><th>statistic</th>"
+            f"of the two histograms below (their kernel densities). Mean OA {_num(summary.get('mean_oa'))}, mean value "
+            f"OA {_num(summary.get('mean_value_oa'))}.</p><table><tr><th>statistic</th>"
             f"<th>generated</th><th>real</th><th>gap</th><th>OA</th><th>KL</th><th>value OA</th></tr>{rows}</table>"
             f"<img class='figure' src='{MUSIC_PNG}' alt='histograms of each music statistic, real vs generated'>")
 
