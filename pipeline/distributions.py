@@ -28,6 +28,10 @@ a (near) constant set, drawn as a narrow spike, its density is low everywhere, a
 histograms' overlap (polyphony_rate: every real window 1.0, most samples 1.0 but one 0.0). The histograms that
 evaluate draws (music_plot.py) show such cases.
 
+A caveat of the relative protocol: it sees distances only. Generated stretches all far from real ones can
+still score a high `oa` when that distance is of the size of the real set's spread (all samples silent, 0 notes,
+beside real windows of 4, 5 and 9 notes: oa 0.65, while value_oa is 0.005); read it beside value_oa.
+
 Degenerate cases never give a number that looks real: a statistic with fewer than 2 defined values (None or NaN
 are undefined and dropped) in either set gets None for all four measures.
 """
