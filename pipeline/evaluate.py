@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline import calibrate, music
+from pipeline import calibrate, distributions, music, music_plot
 from pipeline import params as P
 from pipeline import runtime
 from pipeline.atomic import write_json
@@ -35,6 +35,7 @@ from pipeline.rollout import continue_tokens, reservoir, window_notes
 
 OUT = Path("metrics/eval.json")
 PR_CURVE = Path("metrics/pr_curve.json")
+MUSIC_PNG = Path("metrics/music_distributions.png")
 SAMPLES = Path("data/samples/index.json")
 
 
@@ -154,13 +155,18 @@ def real_windows(test: Split, frames: int, n: int, seed: int) -> list:
     return [window_notes(notes, a, a + frames) for notes, a in chosen]
 
 
-def music_section(test: Split, index: list[dict], seed: int) -> dict:
-    """The samples' statistics beside those of as many real test windows of the same length."""
+def music_section(test: Split, index: list[dict], seed: int, picture: Path) -> dict:
+    """The samples' statistics beside those of as many real test windows of the same length: means and gaps,
+    and (`distributions`) how far their distributions overlap, after Yang & Lerch 2020 (see distributions.py);
+    the histograms behind the latter are drawn to `picture`."""
     grid, frames = grid_of(test.meta), index[0]["generated_frames"]
     real = [music.describe(w, grid, frames) for w in real_windows(test, frames, len(index), seed)]
+    generated = [s["music"] for s in index]
+    dist = distributions.distributions(generated, real)
+    music_plot.write_png(picture, generated, real, dist, music.NAMES)
     return {"samples": len(index), "silent_samples": sum(s["generated_notes"] == 0 for s in index),
             "real_windows": len(real), "frames": frames,
-            **music.compare([s["music"] for s in index], real)}
+            **music.compare(generated, real), "distributions": dist}
 
 
 def margins(report: dict) -> dict:
@@ -210,7 +216,7 @@ def main() -> None:
     report = {"kind": test.meta["kind"], "test_windows": n_windows, "window_frames": L,
               "thresholds": {"fixed": fixed, "tuned": cal["threshold"], "tuned_valid_f1": cal["valid_f1"],
                              "pitch_frequency_tuned": cal["baselines"]["frequency_threshold"]},
-              **result, "music": music_section(test, index, p.seed)}
+              **result, "music": music_section(test, index, p.seed, MUSIC_PNG)}
     report["versus_repeat_last"] = margins(report)
     write_json(OUT, report)
     write_json(PR_CURVE, rows)

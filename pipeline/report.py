@@ -1,7 +1,7 @@
 """Stage `report`: one HTML page to look at and listen to every sample, beside the run's key figures.
 
-`data/report.html` links the pictures, WAVs and MIDI files by relative paths (data/samples, data/audio), so
-it opens from the workspace (or wherever the three travel together) with no server. A line at the top says
+`data/report.html` links the pictures, WAVs and MIDI files by relative paths (data/samples, data/audio, and
+evaluate's metrics/music_distributions.png), so it opens from the workspace with no server. A line at the top says
 whether every picture and recording actually loaded in the browser, so a missing `dvc pull` shows.
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pipeline.atomic import write_bytes
 from pipeline.cli import run_stage
 
 SAMPLES, AUDIO, EVAL = Path("data/samples"), Path("data/audio"), Path("metrics/eval.json")
+# evaluate's histograms, linked relative to data/report.html like the samples, so the page's check counts it
+MUSIC_PNG = "../metrics/music_distributions.png"
 OUT = Path("data/report.html")
 PREDICTORS = ("model", "model_tuned", "repeat_last", "pitch_frequency", "pitch_frequency_tuned")
 COLUMNS = (("f1", "F1"), ("f1_macro", "macro F1"), ("onset_f1", "onset F1"), ("accuracy", "accuracy"),
@@ -22,7 +24,7 @@ COLUMNS = (("f1", "F1"), ("f1_macro", "macro F1"), ("onset_f1", "onset F1"), ("a
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th:first-child,td:first-child{text-align:left}.lost{background:#fdd}.sample{border:1px solid #ddd;padding:1em;
-margin:1em 0}.sample img{max-width:100%}.muted{color:#777}#media-status{font-weight:bold}"""
+margin:1em 0}.sample img,img.figure{max-width:100%}.muted{color:#777}#media-status{font-weight:bold}"""
 
 # Counts the pictures and recordings that loaded, so a person (or a headless browser) sees at once if any broke.
 CHECK = """<script>
@@ -73,11 +75,27 @@ def prediction_tables(ev: dict) -> str:
 
 
 def music_table(m: dict) -> str:
-    rows = "".join(f"<tr><td>{escape(k)}</td><td>{_num(m['generated'][k])}</td><td>{_num(m['real'][k])}</td>"
-                   f"<td>{_num(m['gap'][k])}</td></tr>" for k in m["generated"])
+    """Means and gap per statistic, and beside them how far the two distributions overlap (`distributions`,
+    absent from an eval.json older than it: then –), followed by evaluate's histograms."""
+    summary = m.get("distributions", {})
+    dist = summary.get("statistics", {})
+
+    def cells(k: str) -> str:
+        d = dist.get(k, {})
+        return "".join(f"<td>{_num(v)}</td>" for v in (m["generated"][k], m["real"][k], m["gap"][k], d.get("oa"),
+                                                       d.get("kl"), d.get("value_oa")))
+
+    rows = "".join(f"<tr><td>{escape(k)}</td>{cells(k)}</tr>" for k in m["generated"])
     return (f"<p>{m['samples']} samples ({m['silent_samples']} without notes) vs {m['real_windows']} real test "
-            f"windows of {m['frames']} frames; – = undefined for every sample.</p><table><tr><th>statistic</th>"
-            f"<th>generated</th><th>real</th><th>gap</th></tr>{rows}</table>")
+            f"windows of {m['frames']} frames; – = undefined for every sample (or, for OA and KL, for fewer than two "
+            "in a set). Generated and real: means. OA and KL compare distributions, after Yang &amp; Lerch (2020): "
+            "OA is the overlap of the densities of the generated-to-real and real-to-real distances (1: the samples "
+            "sit as close to real music as real pieces to each other; 0: apart), KL = KL(real-to-real ‖ "
+            "generated-to-real) in nats (0 best; 20 and more: the two do not overlap at all); value OA is the overlap "
+            f"of the two histograms below (their kernel densities). Mean OA {_num(summary.get('mean_oa'))}, mean value "
+            f"OA {_num(summary.get('mean_value_oa'))}.</p><table><tr><th>statistic</th>"
+            f"<th>generated</th><th>real</th><th>gap</th><th>OA</th><th>KL</th><th>value OA</th></tr>{rows}</table>"
+            f"<img class='figure' src='{MUSIC_PNG}' alt='histograms of each music statistic, real vs generated'>")
 
 
 def sample_card(s: dict, audio: dict) -> str:

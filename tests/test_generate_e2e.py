@@ -53,7 +53,9 @@ def test_report_shows_every_sample_with_its_picture_and_recording(repo):
     audio = json.loads((repo / "data/audio/index.json").read_text())
     html = (repo / "data/report.html").read_text()
     n = len(samples(repo)["samples"])
-    assert html.count("<img ") == n and html.count("<audio ") == len(audio["files"])
+    # every sample's piano roll, and evaluate's histograms of the music statistics
+    assert html.count("<img ") == n + 1 and html.count("<audio ") == len(audio["files"])
+    assert "src='../metrics/music_distributions.png'" in html
     if FLUIDSYNTH:
         assert audio["rendered"] and len(audio["files"]) == sum(s["midi"] is not None for s in samples(repo)["samples"])
         wav = (repo / "data/audio" / next(iter(audio["files"].values()))).read_bytes()
@@ -64,13 +66,14 @@ def test_report_shows_every_sample_with_its_picture_and_recording(repo):
         pytest.skip("Chromium is not installed (Debian: apt install chromium): the browser check is skipped")
     ok, text = media_status(repo / "data/report.html")
     assert ok == "true", text
-    assert text == f"{n} of {n} pictures and {len(audio['files'])} of {len(audio['files'])} recordings loaded"
+    assert text == f"{n + 1} of {n + 1} pictures and {len(audio['files'])} of {len(audio['files'])} recordings loaded"
 
 
 def test_dvc_plots_show_curves_pr_and_sample_pictures(repo):
     shown = json.loads(dvc(repo, "plots", "show", "--json").stdout)["data"]
     assert {"Loss per epoch", "Valid F1 per epoch", "metrics/pr_curve.json"} <= set(shown)
     assert sum(k.startswith("data/samples/rolls/") and v[0]["type"] == "image" for k, v in shown.items()) == 3
+    assert shown["metrics/music_distributions.png"][0]["type"] == "image"
     pr = shown["metrics/pr_curve.json"][0]["content"]
     assert pr["encoding"]["x"]["field"] == "recall" and pr["encoding"]["y"]["field"] == "precision"
     assert len(pr["data"]["values"]) == 99
