@@ -1,7 +1,7 @@
 """Training speed: model FLOPs utilisation of a step, and wall time to beat the repeat-last-frame baseline.
 
-Usage: PYTHONPATH=. python benchmarks/train_speed.py [--mfu-only] [--budget-s 600]
-(time to quality reads data/processed/pianoroll/ from `make repro`).
+Usage: PYTHONPATH=. python benchmarks/train_speed.py [--mfu-only | --heads-only] [--budget-s 600]
+(time to quality and the heads read data/processed/pianoroll/ from `make repro`).
 
 1. MFU at DeepMusician's architecture: 2-layer GRU 512 encoder and decoder, head 512 -> 256 -> 88, batch 64,
    64 frames in / 64 out, one training step (forward, backward, AdamW) with the fused teacher-forced decoder,
@@ -14,6 +14,10 @@ Usage: PYTHONPATH=. python benchmarks/train_speed.py [--mfu-only] [--budget-s 60
    F1 beats the repeat-last-frame baseline, for this project's trainer (fused teacher forcing, stride-16
    windows) and for a DeepMusician-style loop of the same model (stride-1 windows, teacher-forcing ratio 0.5
    decoded step by step in Python), same data, same run, validation every 25 batches.
+3. Output heads at the default size (hidden 256, 2 layers, batch 64, 32 frames in / 32 out, the default data's
+   frames): the median training step with the independent head and with the NADE head (model.nade_hidden 64
+   and 128), steps interleaved; and the time to continue 32 test windows by 64 frames (the default samples)
+   with each head.
 """
 from __future__ import annotations
 
@@ -87,6 +91,57 @@ def mfu(threads: int, rounds: int = 5) -> None:
               f"{flops / dt / 1e9:.1f} GFLOP/s -> MFU {flops / dt / peak:.0%}")
 
 
+def step_loop(model: Seq2Seq, x: torch.Tensor, y: torch.Tensor, ratio: float) -> torch.Tensor:
+    """DeepMusician's decoder: one step at a time in Python, each fed the true previous frame with probability
+    `ratio`, else the model's own thresholded one. Logits (batch, steps, features)."""
+    _, h = model.encoder(x)
+    prev, logits = x[:, -1:], []
+    for t in range(y.size(1)):
+        out, h = model.decoder(prev, h)
+        step = model.head(out)
+        logits.append(step)
+        own = (torch.sigmoid(step) > 0.5).float()
+        prev = torch.where(torch.rand(x.size(0), 1, 1) < ratio, y[:, t:t + 1], own)
+    return torch.cat(logits, dim=1)
+
+
+def heads(rounds: int = 5) -> None:
+    from torch.utils.data import DataLoader
+
+    from pipeline.dataset import Split, Windows, data_dir
+    from pipeline.rollout import continue_roll
+    from pipeline.sampling import Sampler
+
+    split = Split(data_dir(), "train")
+    x, y = next(iter(DataLoader(Windows(split, 32, 16, shuffle=True, seed=0), batch_size=64)))
+    x, y = x.float(), y.float()
+    F, K = split.meta["features"], split.meta["n_keys"]
+    runs = {}
+    for name, head, units in (("independent", "independent", 64), ("nade 64", "nade", 64), ("nade 128", "nade", 128)):
+        torch.manual_seed(0)
+        model = Seq2Seq(Config(n_features=F, n_keys=K, hidden=256, layers=2, dropout=0.2, seq_len=32, head=head,
+                               nade_hidden=units))
+        runs[name] = (model, torch.optim.AdamW(model.parameters()), [])
+    for _ in range(rounds + 1):  # the first round warms up
+        for model, opt, times in runs.values():
+            t = time.perf_counter()
+            loss = losses.bce(model(x, y), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t)
+    base = statistics.median(runs["independent"][2][1:])
+    print(f"heads: a training step at the default size on the default data ({x.shape[0]} windows, {F}-wide frames)")
+    for name, (model, _, times) in runs.items():
+        dt = statistics.median(times[1:])
+        model.eval()
+        t = time.perf_counter()
+        continue_roll(model, x[:32], 64, Sampler("bernoulli", generator=torch.Generator().manual_seed(0)))
+        gen = time.perf_counter() - t
+        print(f"  {name:12s}: step median {dt * 1e3:.0f} ms ({dt / base:.2f}x the independent head's); "
+              f"32 samples of 64 frames in {gen:.2f} s")
+
+
 def time_to_quality(budget_s: float) -> None:
     from torch.utils.data import DataLoader
 
@@ -122,7 +177,7 @@ def time_to_quality(budget_s: float) -> None:
             train.set_epoch(epoch)
             for x, y in DataLoader(train, batch_size=64):
                 t = time.perf_counter()
-                loss = losses.focal(model(x, y, teacher_forcing=ratio), y)
+                loss = losses.focal(model(x, y) if ratio >= 1 else step_loop(model, x, y, ratio), y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -143,12 +198,17 @@ def time_to_quality(budget_s: float) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mfu-only", action="store_true")
+    ap.add_argument("--heads-only", action="store_true", help="only part 3: the output heads' cost")
     ap.add_argument("--budget-s", type=float, default=600)
     args = ap.parse_args()
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
+    if args.heads_only:
+        heads()
+        return
     mfu(threads)
     if not args.mfu_only:
+        heads()
         time_to_quality(args.budget_s)
 
 

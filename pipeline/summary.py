@@ -27,10 +27,13 @@ def lines(r: dict) -> list[str]:
                    f"{r['next_frame']['model_tuned']['f1']:.3f}, continuation F1 {r['continuation']['model_tuned']['f1']:.3f}")
     if "music" in r:
         m = r["music"]
-        shown = [(k, m["generated"][k], m["real"][k]) for k in ("pitch_classes_used", "pitch_class_entropy",
+        shown = [(k, m["generated"][k], m["real"][k]) for k in ("notes", "pitches_used", "pitch_class_entropy",
                  "polyphony", "empty_beat_rate", "groove_consistency")]
         pairs = ", ".join(f"{k} {_f(g)} vs {_f(v)}" for k, g, v in shown)
         out.append(f"{'music':>12}: generated vs real ({m['samples']} samples, {m['silent_samples']} silent): {pairs}")
+        if "distributions" in m:
+            out.append(f"{'':>12}  distributions overlap (Yang & Lerch OA, 1 = the same): values "
+                       f"{_f(m['distributions']['mean_value_oa'])}, relative {_f(m['distributions']['mean_oa'])}")
     if "next_token" in r:
         m, u = r["next_token"]["model"], r["next_token"]["unigram"]
         out.append(f"{'next_token':>12}: NLL {m['nll_per_token']:.3f} nats/token, accuracy {m['accuracy']:.3f} "

@@ -88,3 +88,27 @@ def test_sampling_as_the_temperature_goes_to_zero_gives_the_threshold_decisions(
     threshold, _ = head.decide(out, Sampler("threshold", threshold=0.5))
     cold, _ = head.decide(out, Sampler("bernoulli", temperature=1e-6, generator=torch.Generator().manual_seed(1)))
     assert torch.equal(cold.double(), threshold.double())
+
+
+def test_threshold_grid_counts_each_thresholds_decisions():
+    from pipeline.metrics import ThresholdGrid
+
+    grid = ThresholdGrid()
+    true = torch.tensor([[1, 1, 0, 0]])
+    for i, t in enumerate(grid.THRESHOLDS):  # below 0.5 every cell is on, from 0.5 only the first
+        grid.add(i, torch.tensor([[1, 1, 1, 1]]) if t < 0.5 else torch.tensor([[1, 0, 0, 0]]), true)
+    t, prec, rec, f1 = grid.curve()
+    low, high = int((t < 0.5).sum()) - 1, int((t < 0.5).sum())
+    assert (prec[low], rec[low], f1[low]) == (0.5, 1.0, pytest.approx(2 / 3))
+    assert (prec[high], rec[high], f1[high]) == (1.0, 0.5, pytest.approx(2 / 3))
+    assert grid.best() == (pytest.approx(0.05), pytest.approx(2 / 3))  # the lowest of the best
+
+
+def test_training_resumes_only_with_the_same_code():
+    """The resume fingerprint covers the source of every pipeline module the trainer runs (a checkpoint written
+    by other code is not finished by this code)."""
+    from pipeline import train
+
+    names = {f.name for f in train.code_files()}
+    assert {"train.py", "model.py", "heads.py", "gru.py", "gru_gates.cpp", "dataset.py", "losses.py"} <= names
+    assert "report.py" not in names  # not what trains

@@ -54,6 +54,9 @@ def test_params_yaml_spells_out_every_key_of_the_schema():
     ({"generate": {"sampling": "nucleus"}}, "generate.sampling", "'threshold', 'bernoulli' or 'topk'"),
     ({"generate": {"unit": "bars"}}, "generate.unit", "'beats' or 'seconds'"),
     ({"generate": {"temperature": 0}}, "generate.temperature", "greater than 0"),
+    ({"model": {"head": "mdn"}}, "model.head", "'independent' or 'nade'"),
+    ({"model": {"nade_hidden": 0}}, "model.nade_hidden", "greater than or equal to 1"),
+    ({"generate": {"sampling": "topk"}}, "(top level)", "generate.sampling: topk needs the independent head"),
 ])
 def test_invalid_params_name_the_key_and_the_reason(raw, key, words):
     with pytest.raises(P.ParamsError) as err:
@@ -76,3 +79,8 @@ def test_music21_collections_are_checked_only_where_music21_is_a_source():
     """A machine that only trains (a GPU box) needs no music21: params naming other sources never look for it."""
     p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}, "music21": {"composers": ["nobody"]}}})
     assert p.data.music21.composers == ["nobody"]
+
+
+def test_topk_sampling_is_refused_only_where_a_nade_head_decides_the_cells():
+    P.parse({"model": {"head": "independent"}, "generate": {"sampling": "topk"}})
+    P.parse({"represent": {"kind": "tokens"}, "generate": {"sampling": "topk"}})  # a softmax over tokens
