@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,10 +64,10 @@ def run(cwd: Path, stage: str) -> float:
 
 def summary(cwd: Path, train_s: float, generate_s: float) -> dict:
     ev = json.loads((cwd / "metrics/eval.json").read_text())
-    best = json.loads((cwd / "metrics/train/metrics.json").read_text())["valid"]
+    best = torch.load(cwd / "models/model.pt", map_location="cpu", weights_only=True)["best"]  # the chosen epoch
     music, tokens = ev["music"], ev["kind"] == "tokens"
     g, r = music["generated"], music["real"]
-    row = {"valid_nll": best.get("nll_per_frame") if not tokens else best["loss"],
+    row = {"valid_nll": best["valid_loss"] if tokens else best["valid_nll_per_frame"], "best_epoch": best["epoch"],
            "nll_unit": "token" if tokens else "frame",
            "test_nll": ev["next_token"]["model"]["nll_per_token"] if tokens else ev["next_frame"]["model"]["nll_per_frame"],
            "next_frame_f1": None if tokens else ev["next_frame"]["model"]["f1"],

@@ -284,7 +284,7 @@ def main() -> None:
     ap.add_argument("--nade-hidden", type=int, default=64, help="hidden units of the NADE head")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--dropout", type=float, default=0.5, help="between GRU layers and inside the head")
+    ap.add_argument("--dropout", type=float, default=0.5, help="between GRU layers and inside the independent head")
     ap.add_argument("--in-dropout", type=float, default=0.0, help="on the input frames (encoder and decoder)")
     ap.add_argument("--out-dropout", type=float, default=0.0, help="on the decoder's output, before the head")
     ap.add_argument("--seq-len", type=int, default=32, help="chunk (full) or window (window) length in frames")

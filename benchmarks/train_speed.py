@@ -16,8 +16,8 @@ Usage: PYTHONPATH=. python benchmarks/train_speed.py [--mfu-only | --heads-only]
    decoded step by step in Python), same data, same run, validation every 25 batches.
 3. Output heads at the default size (hidden 256, 2 layers, batch 64, 32 frames in / 32 out, the default data's
    frames): the median training step with the independent head and with the NADE head (model.nade_hidden 64
-   and 128), steps interleaved; and the time to continue 32 test windows by 64 frames (the default samples)
-   with each head.
+   and 128), steps interleaved; and the time to continue 32 windows (of train) by 64 frames, as many as the
+   default samples, with each head.
 """
 from __future__ import annotations
 

@@ -60,7 +60,10 @@ def length_frames(length: float, unit: str, grid: Grid) -> int:
     return max(1, round(beats * frames_per_beat))
 
 
-def sampler_of(g: P.GenerateParams, meta: dict, device, seed: int) -> Sampler:
+def sampler_of(g: P.GenerateParams, meta: dict, device, seed: int, model) -> Sampler:
+    if g.sampling == "topk" and not model.head.factorised:
+        raise ValueError("generate.sampling: topk needs a model with the independent head; models/model.pt has a "
+                         "NADE head, which decides cell by cell: use threshold or bernoulli")
     threshold = g.threshold
     if threshold == "auto":
         threshold = calibrate.load()["threshold"] if meta["kind"] != "tokens" else 0.5
@@ -121,7 +124,7 @@ def main() -> None:
     model = load_model(meta)
     L, device = model.cfg.seq_len, runtime.device(p.train.device)
     steps = length_frames(g.length, g.unit, grid)
-    sampler = sampler_of(g, meta, device, p.seed)
+    sampler = sampler_of(g, meta, device, p.seed, model)
     model.to(device)
     primes = (seeds(test, L, g.n_samples, p.seed) if g.prime == "test"
               else [("silence", EMPTY, 0)] * g.n_samples)

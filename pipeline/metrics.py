@@ -160,7 +160,8 @@ def sounding_prob(probs: torch.Tensor, n_keys: int) -> torch.Tensor:
 
 
 def nll_from_logits(logits: torch.Tensor, target: torch.Tensor) -> float:
-    """Negative log-likelihood in nats, summed over every cell (independent Bernoulli per pitch)."""
+    """Negative log-likelihood in nats, summed over every cell of Bernoulli logits: of independent cells, or of a
+    NADE's conditionals (then exactly -log p of the cells given, in the head's order)."""
     return float(F.binary_cross_entropy_with_logits(logits, target, reduction="sum"))
 
 

@@ -7,6 +7,7 @@ state into the step's distribution: one sigmoid per cell, a NADE over the frame'
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 
 import torch
@@ -93,6 +94,11 @@ class Seq2Seq(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "Seq2Seq":
+        """The model a `checkpoint()` describes. Checkpoints from before the heads (no `head` in the config, the
+        MLP's weights at `head.0`, `head.3`) load as the independent head they are."""
+        state = ckpt["state_dict"]
+        if "head" not in ckpt["config"]:
+            state = {re.sub(r"^head\.(\d+)\.", r"head.net.\1.", k): v for k, v in state.items()}
         model = cls(Config(**ckpt["config"]))
-        model.load_state_dict(ckpt["state_dict"])
+        model.load_state_dict(state)
         return model

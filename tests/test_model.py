@@ -288,3 +288,14 @@ def test_kernel_builds_are_kept_per_cpu():
     assert cpu_key(one) == cpu_key(same_cpu)
     assert len({cpu_key(one), cpu_key(no_avx512), cpu_key(other_model)}) == 3
     assert cpu_key(one).isalnum()  # part of a Python module's name
+
+
+def test_checkpoints_from_before_the_heads_load_as_the_independent_head():
+    m = _model()
+    old = m.checkpoint()
+    old["config"] = {k: v for k, v in old["config"].items() if k not in ("head", "nade_hidden")}
+    old["state_dict"] = {k.replace("head.net.", "head."): v for k, v in old["state_dict"].items()}
+    assert "head.0.weight" in old["state_dict"]  # the layout those checkpoints have
+    again = Seq2Seq.from_checkpoint(old).eval()
+    x = torch.rand(1, 8, 12)
+    torch.testing.assert_close(again.free(x, 3)[1], m.free(x, 3)[1])
