@@ -209,7 +209,7 @@ class ModelParams(_Strict):
 class TrainParams(_Strict):
     seq_len: int = Field(32, ge=1)
     stride: int = Field(16, ge=1)
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(40, ge=1)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -240,7 +240,7 @@ class GenerateParams(_Strict):
     prime: Literal["test", "empty"] = "test"  # seed from a real test window, or from silence
     length: float = Field(16, gt=0)
     unit: Literal["beats", "seconds"] = "beats"
-    sampling: Literal["threshold", "bernoulli", "topk"] = "threshold"
+    sampling: Literal["threshold", "bernoulli", "topk"] = "bernoulli"
     threshold: Union[Literal["auto"], float] = "auto"  # auto: the threshold that maximises valid F1
     temperature: float = Field(1.0, gt=0)
     top_k: int = Field(8, ge=1, description="cells (tokens) per frame (step) that topk sampling draws from")
