@@ -112,3 +112,18 @@ def test_training_resumes_only_with_the_same_code():
     names = {f.name for f in train.code_files()}
     assert {"train.py", "model.py", "heads.py", "gru.py", "gru_gates.cpp", "dataset.py", "losses.py"} <= names
     assert "report.py" not in names  # not what trains
+
+
+def test_nade_gradients_are_the_same_bits_every_time():
+    """Reproducible training: the NADE's backward must not depend on how threads interleave (an indexed sum of
+    its W rows did: its CPU backward accumulates in a thread-dependent order)."""
+    torch.manual_seed(0)
+    head = NADE(16, 176, 32)
+    out, y = torch.randn(256, 8, 16), (torch.rand(256, 8, 176) < 0.05).float()
+    grads = []
+    for _ in range(3):
+        head.zero_grad()
+        F.binary_cross_entropy_with_logits(head(out, y), y).backward()
+        grads.append([p.grad.clone() for p in head.parameters()])
+    for again in grads[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(grads[0], again))
