@@ -118,11 +118,11 @@ def test_silence_is_reported_and_never_written_as_an_empty_midi_file(repo):
     restore(repo)
 
 
-def test_head_change_moves_the_density_gap_in_metrics_diff(repo):
-    dvc(repo, "exp", "run", "-S", "model.head=independent")  # focal loss: more notes than the tiny NADE
+def test_a_head_change_shows_in_metrics_diff(repo):
+    dvc(repo, "exp", "run", "-S", "model.head=independent")
     diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)["metrics/eval.json"]
-    # (free running, both tiny models fall silent: the continuation's figures need not move)
-    for key in ("next_frame.model.density_gap", "next_frame.model.nll_per_frame"):
+    # the likelihood moves; at these tiny sizes both heads may decide silence at 0.5, so densities need not
+    for key in ("next_frame.model.nll_per_frame", "versus_repeat_last.next_frame_nll"):
         assert diff[key]["old"] != diff[key]["new"], diff[key]
     restore(repo)
 
