@@ -73,7 +73,29 @@ class FrameCounts:
         return out
 
 
-class Sweep:
+class _Curve:
+    """Precision, recall and F1 at each of a set of thresholds, from the counts a subclass keeps."""
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(thresholds, tp, fp, fn), one entry per threshold."""
+        raise NotImplementedError
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(thresholds, precision, recall, f1); precision is 1 where nothing is predicted."""
+        t, tp, fp, fn = self.counts()
+        prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+        rec = tp / np.maximum(tp + fn, 1)
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+        return t, prec, rec, f1
+
+    def best(self) -> tuple[float, float]:
+        """The threshold with the highest F1 (the lowest such), and that F1."""
+        t, _, _, f1 = self.curve()
+        k = int(np.argmax(f1))
+        return float(t[k]), float(f1[k])
+
+
+class Sweep(_Curve):
     """Precision and recall at every threshold at once: histograms of the probabilities of the cells that
     sound and of those that don't (1,000 bins), so one pass over the data serves a whole PR curve."""
 
@@ -89,52 +111,32 @@ class Sweep:
         self.pos += torch.bincount(b[t], minlength=self.BINS).cpu().numpy()
         self.neg += torch.bincount(b[~t], minlength=self.BINS).cpu().numpy()
 
-    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(thresholds, precision, recall, f1) for thresholds k / BINS, k = 1 .. BINS - 1 (a cell is on when
-        its probability reaches the threshold's bin)."""
+    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For thresholds k / BINS, k = 1 .. BINS - 1 (a cell is on when its probability reaches the
+        threshold's bin)."""
         tp = np.cumsum(self.pos[::-1])[::-1][1:]
         fp = np.cumsum(self.neg[::-1])[::-1][1:]
-        fn = self.pos.sum() - tp
-        t = np.arange(1, self.BINS) / self.BINS
-        prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
-        rec = tp / max(self.pos.sum(), 1)
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-        return t, prec, rec, f1
-
-    def best(self) -> tuple[float, float]:
-        """The threshold with the highest F1 (the lowest such), and that F1."""
-        t, _, _, f1 = self.curve()
-        k = int(np.argmax(f1))
-        return float(t[k]), float(f1[k])
+        return np.arange(1, self.BINS) / self.BINS, tp, fp, self.pos.sum() - tp
 
 
-
-class ThresholdGrid:
+class ThresholdGrid(_Curve):
     """Precision and recall at a grid of thresholds, for heads whose decisions cannot be read off one pass of
     probabilities (a NADE's later cells depend on the earlier decisions): each threshold's decoded frames are
-    counted. The same curve()/best() as Sweep."""
+    counted."""
 
     THRESHOLDS = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
     def __init__(self):
-        self.counts = np.zeros((len(self.THRESHOLDS), 3), np.int64)  # tp, fp, fn per threshold
+        self.tally = np.zeros((len(self.THRESHOLDS), 3), np.int64)  # tp, fp, fn per threshold
 
     def add(self, i: int, pred: torch.Tensor, true: torch.Tensor) -> None:
         """Count the decisions `pred` made at threshold THRESHOLDS[i] against `true` (same shape)."""
         p, t = pred.bool(), true.bool()
-        self.counts[i] += [int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())]
+        self.tally[i] += [int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())]
 
-    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        tp, fp, fn = self.counts.T
-        prec = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
-        rec = tp / np.maximum(tp + fn, 1)
-        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
-        return self.THRESHOLDS.astype(float), prec, rec, f1
+    def counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return (self.THRESHOLDS.astype(float), *self.tally.T)
 
-    def best(self) -> tuple[float, float]:
-        t, _, _, f1 = self.curve()
-        k = int(np.argmax(f1))
-        return float(t[k]), float(f1[k])
 
 def onsets(frames: torch.Tensor, prev: torch.Tensor, n_keys: int) -> torch.Tensor:
     """Note starts (batch, T, n_keys): the onset plane when the frames carry one, else the cells that sound

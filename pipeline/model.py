@@ -15,6 +15,7 @@ from torch import nn
 
 from pipeline import heads
 from pipeline.gru import GRU
+from pipeline.sampling import Sampler
 
 
 @dataclass(frozen=True)
@@ -46,11 +47,9 @@ class Seq2Seq(nn.Module):
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(x) if self.embed is not None else x
 
-    def threshold(self, threshold: float = 0.5):
+    def threshold(self, threshold: float = 0.5) -> Sampler:
         """The default way a step is chosen: cells over `threshold`, or the most likely token."""
-        if self.cfg.tokens:
-            return lambda logits: logits.argmax(-1)
-        return lambda logits: (torch.sigmoid(logits) > threshold).float()
+        return Sampler("threshold", threshold, tokens=self.cfg.tokens)
 
     def states(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Decoder states (batch, steps, hidden) for the window `y` after `x`, each step fed the true one before

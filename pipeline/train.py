@@ -1,8 +1,8 @@
 """Stage `train`: fit the GRU seq2seq on train windows; keep the weights with the best valid loss.
 
 Piano rolls train on the exact likelihood of the NADE head, or with focal (or plain) binary cross-entropy over
-every cell of the independent head; token streams with cross-entropy over the vocabulary. Per epoch: train/valid loss and valid F1 and density (piano rolls) or token accuracy
-(tokens), logged with dvclive under metrics/train/, and models/last.pt (model, optimizer, scheduler, RNG state,
+every cell of the independent head; token streams with cross-entropy over the vocabulary. Per epoch: train/valid
+loss and valid NLL per frame, F1 and density (piano rolls) or token accuracy (tokens), logged with dvclive under metrics/train/, and models/last.pt (model, optimizer, scheduler, RNG state,
 epoch, best weights so far) written atomically. A run killed part-way resumes from last.pt on the next
 `dvc repro` when params and data are unchanged (a fingerprint says so), and ends with the same weights as an
 uninterrupted run. models/model.pt holds the best weights (config + state dict, loadable with
