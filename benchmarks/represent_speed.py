@@ -57,7 +57,7 @@ def run_convert(p: P.Params) -> tuple[float, dict, Path]:
     t = time.perf_counter()
     meta = convert.run(p, out)
     dt = time.perf_counter() - t
-    (out / "meta.json").write_text(json.dumps(meta))
+    meta.write(out / "meta.json")
     return dt, meta, out
 
 
@@ -94,10 +94,10 @@ def main() -> None:
             p = params(args.workers, kind=kind, tokenizer="REMI")
             dt, meta, out = run_convert(p)
             files = len({r for r in pq.read_table("data/prepared/selected.parquet", columns=["file"]).column(0).to_pylist()})
-            notes = sum(meta["notes"].values())
+            notes = sum(meta.notes.values())
             rates[kind] = files / dt
             print(f"convert {kind:9s}: {files / dt:7.0f} files/s, {notes / dt / 1e6:5.2f} M notes/s "
-                  f"({len(meta['parts'])} shards)")
+                  f"({len(meta.parts)} shards)")
 
         base = files_per_second(pretty_midi_roll, blobs[: args.baseline_files], args.workers)
         print(f"pretty_midi get_piano_roll equivalent: {base:7.1f} files/s -> piano-roll convert is "
@@ -121,8 +121,8 @@ def main() -> None:
             t = time.perf_counter()
             batches = [next(loader) for _ in range(args.batches)]
             print(f"loader ({workers} workers): {args.batches / (time.perf_counter() - t):7.1f} batches/s of "
-                  f"{t_.batch_size} x {2 * t_.seq_len} frames x {w.meta['features']} features")
-        model = Seq2Seq(Config(n_features=w.meta["features"], n_keys=w.meta["n_keys"], seq_len=t_.seq_len))
+                  f"{t_.batch_size} x {2 * t_.seq_len} frames x {w.meta.features} features")
+        model = Seq2Seq(Config(n_features=w.meta.features, n_keys=w.meta.n_keys, seq_len=t_.seq_len))
         opt = torch.optim.AdamW(model.parameters())
         from pipeline import losses
 
@@ -142,10 +142,10 @@ def main() -> None:
         p = params(args.workers, kind="pianoroll")
         prepared(Path(tmp), distinct, p)
         _, meta, out = run_convert(p)
-        frames = sum(meta["frames"].values())
+        frames = sum(meta.frames.values())
         size = sum(f.stat().st_size for f in out.glob("*.parquet"))
-        dense = frames * meta["n_keys"] + 128 * sum(meta["sequences"].values())
-        print(f"storage on {sum(meta['sequences'].values())} distinct sequences ({frames} frames): "
+        dense = frames * meta.n_keys + 128 * sum(meta.sequences.values())
+        print(f"storage on {sum(meta.sequences.values())} distinct sequences ({frames} frames): "
               f"{size / frames * 1000:7.0f} bytes per 1,000 frames vs dense uint8 .npy {dense / frames * 1000:7.0f} "
               f"(1/{dense / size:.0f})")
     print(json.dumps({"convert_files_per_s": {k: round(v) for k, v in rates.items()}}))

@@ -115,7 +115,7 @@ def heads(rounds: int = 5) -> None:
     split = Split(data_dir(), "train")
     x, y = next(iter(DataLoader(Windows(split, 32, 16, shuffle=True, seed=0), batch_size=64)))
     x, y = x.float(), y.float()
-    F, K = split.meta["features"], split.meta["n_keys"]
+    F, K = split.meta.features, split.meta.n_keys
     runs = {}
     for name, head, units in (("independent", "independent", 64), ("nade 64", "nade", 64), ("nade 128", "nade", 128)):
         torch.manual_seed(0)
@@ -151,7 +151,7 @@ def time_to_quality(budget_s: float) -> None:
 
     d = data_dir()
     valid = list(DataLoader(Windows(Split(d, "valid"), 32, 32), batch_size=256))
-    K = Split(d, "valid").meta["n_keys"]
+    K = Split(d, "valid").meta.n_keys
     base = FrameCounts()
     for x, y in valid:
         base.add(repeat_last(sounding(x, K), sounding(y, K), "next_frame"), sounding(y, K))
@@ -170,7 +170,7 @@ def time_to_quality(budget_s: float) -> None:
     for name, stride, ratio in (("this trainer (fused, stride 16)", 16, 1.0), ("DeepMusician-style (stride 1, ratio 0.5, step loop)", 1, 0.5)):
         torch.manual_seed(0)
         train = Windows(Split(d, "train"), 32, stride, shuffle=True, seed=0)
-        model = Seq2Seq(Config(n_features=train.meta["features"], n_keys=K, hidden=256, layers=2, dropout=0.2, seq_len=32))
+        model = Seq2Seq(Config(n_features=train.meta.features, n_keys=K, hidden=256, layers=2, dropout=0.2, seq_len=32))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         spent, batches, reached, epoch = 0.0, 0, None, 0
         while reached is None and spent < budget_s:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.dataset import Split, grid_of, window_starts
 from pipeline.metrics import sounding
-from pipeline.pianoroll import densify
 
 PROTOCOLS = ("next_frame", "continuation")
 
@@ -45,19 +43,3 @@ def repeat_last_probs(x: torch.Tensor, y: torch.Tensor, protocol: str, flip: flo
     base = sounding(repeat_last(x, y, protocol), n_keys).float()
     return base * (1 - flip) + (1 - base) * flip
 
-
-class FrameWindows:
-    """Frame windows (x, y) of a token dataset's decoded sequences, so frame baselines fit token data too."""
-
-    def __init__(self, split: Split, L: int, onsets: bool = True, limit: int = 2000):
-        self.split, self.L, self.onsets, self.limit = split, L, onsets, limit
-
-    def __iter__(self):
-        grid, n = grid_of(self.split.meta), 0
-        for _, notes in self.split.notes():
-            for a in window_starts(notes.n_frames, self.L, self.L):
-                w = torch.from_numpy(densify(notes, grid.n_keys, a, a + 2 * self.L, onsets=self.onsets)).float()[None]
-                yield w[:, :self.L], w[:, self.L:]
-                n += 1
-                if n >= self.limit:
-                    return

@@ -10,11 +10,7 @@ The test split is never read here, so choosing thresholds cannot leak test infor
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline import baselines
@@ -23,62 +19,34 @@ from pipeline import runtime
 from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
-from pipeline.dataset import Split, Windows, data_dir
-from pipeline.metrics import Sweep, ThresholdGrid, sounding, sounding_prob
-
-OUT = Path("models/calibration.json")
-
-
-def frame_windows(split: Split, L: int, batch_size: int):
-    """Frame windows of a split: the dataset's own for piano rolls, decoded ones for tokens."""
-    if split.meta["kind"] == "tokens":
-        return baselines.FrameWindows(split, L)
-    return DataLoader(Windows(split, L, L), batch_size=batch_size)
-
-
-def new_sweep(model) -> Sweep | ThresholdGrid:
-    """Where a model's precision-recall trade-off is counted: every threshold at once for a factorised head,
-    a grid of decoded thresholds otherwise."""
-    return Sweep() if model.head.factorised else ThresholdGrid()
-
-
-def add_to_sweep(sweep: Sweep | ThresholdGrid, model, out: torch.Tensor, y: torch.Tensor, k: int) -> None:
-    """Count the model's teacher-forced next-frame decisions on one batch at every threshold of `sweep`
-    (`out`: the decoder states, model.states(x, y))."""
-    true = sounding(y, k)
-    if isinstance(sweep, Sweep):
-        sweep.add(sounding_prob(torch.sigmoid(model.head(out, y)), k), true)
-        return
-    for i, t in enumerate(sweep.THRESHOLDS):
-        sweep.add(i, sounding(model.head.decide(out, model.threshold(float(t)))[0], k), true)
+from pipeline.contracts import CALIBRATION
+from pipeline.dataset import Split, data_dir
+from pipeline.metrics import Sweep, sounding, sounding_prob
+from pipeline.scoring import add_to_sweep, new_sweep
 
 
 @torch.no_grad()
 def calibrate(model, train: Split, valid: Split, batch_size: int, device) -> dict:
-    L, k = model.cfg.seq_len, train.meta["n_keys"]
-    fitted = baselines.fit(frame_windows(train, L, batch_size), k)
+    """{"kind", "threshold" and "valid_f1" (None when the representation's steps are not thresholded),
+    "baselines": the fitted baselines and the frequency baseline's best valid threshold}. Raises ValueError
+    when the valid split has no sounding frame."""
+    L, k, rep = model.cfg.seq_len, train.meta.n_keys, train.rep
+    fitted = baselines.fit(rep.frame_windows(train, L, batch_size), k)
     freq = torch.tensor(fitted["key_frequency"])
-    tokens = train.meta["kind"] == "tokens"
     model_sweep, freq_sweep = new_sweep(model), Sweep()
     model.to(device)
-    for x, y in tqdm(frame_windows(valid, L, batch_size), desc="calibrate", unit="batch", leave=False):
+    for x, y in tqdm(rep.frame_windows(valid, L, batch_size), desc="calibrate", unit="batch", leave=False):
         true = sounding(y, k)
         freq_sweep.add(sounding_prob(freq.expand_as(y), k), true)
-        if not tokens:
+        if rep.thresholded:
             x, y = x.to(device), y.to(device)
             add_to_sweep(model_sweep, model, model.states(x, y), y, k)
     if not freq_sweep.pos.sum():
         raise ValueError("calibrate: the valid split has no sounding frames to choose a threshold on")
-    t, f1 = model_sweep.best() if not tokens else (None, None)
+    t, f1 = model_sweep.best() if rep.thresholded else (None, None)
     tb, fb = freq_sweep.best()
-    return {"kind": train.meta["kind"], "threshold": t, "valid_f1": f1,
+    return {"kind": train.meta.kind, "threshold": t, "valid_f1": f1,
             "baselines": {**fitted, "frequency_threshold": tb, "frequency_valid_f1": fb}}
-
-
-def load(path: Path = OUT) -> dict:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path} is missing: run `dvc repro calibrate` first")
-    return json.loads(Path(path).read_text())
 
 
 def main() -> None:
@@ -88,12 +56,13 @@ def main() -> None:
     train, valid = Split(d, "train"), Split(d, "valid")
     model = load_model(valid.meta)
     result = calibrate(model, train, valid, p.evaluate.batch_size, runtime.device(p.train.device))
-    write_json(OUT, result)
+    write_json(CALIBRATION, result)
     if result["threshold"] is None:
-        print(f"calibrate: token model (no threshold); frequency baseline threshold "
-              f"{result['baselines']['frequency_threshold']:.3f} -> {OUT}")
+        print(f"calibrate: {train.meta.kind} model (no threshold); frequency baseline threshold "
+              f"{result['baselines']['frequency_threshold']:.3f} -> {CALIBRATION}")
     else:
-        print(f"calibrate: threshold {result['threshold']:.3f} maximises valid F1 ({result['valid_f1']:.3f}) -> {OUT}")
+        print(f"calibrate: threshold {result['threshold']:.3f} maximises valid F1 ({result['valid_f1']:.3f}) -> "
+              f"{CALIBRATION}")
 
 
 if __name__ == "__main__":

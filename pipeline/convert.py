@@ -7,10 +7,9 @@ streamed to their shard as workers finish files, so memory does not grow with th
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +17,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline import gm, smf
+from pipeline import gm, representations, smf
 from pipeline import params as P
 from pipeline import split as S
 from pipeline.artifacts import iter_bytes
 from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage
+from pipeline.contracts import PREPARED, PROCESSED, RAW, Meta
 from pipeline.midi import part_notes
 from pipeline.parallel import imap, n_workers
 from pipeline.pianoroll import Grid, quantize
+from pipeline.representations import Representation
 
-RAW, PREPARED, OUT = Path("data/raw"), Path("data/prepared"), Path("data/processed")
 FORMAT_VERSION = 2
 ROWS_PER_PART = 8192
 MAX_PARTS = {"train": 24, "valid": 4, "test": 4}
@@ -41,29 +41,18 @@ COMMON = [
 ]
 
 
-def schema(kind: str, velocity: bool) -> pa.Schema:
-    if kind == "tokens":
-        return pa.schema(COMMON + [("n_tokens", pa.int32()), ("tokens", pa.list_(pa.uint16()))])
-    extra = [("velocity", pa.list_(pa.uint8()))] if velocity else []
-    return pa.schema(COMMON + [("key", pa.list_(pa.uint8())), ("start", pa.list_(pa.int32())),
-                               ("end", pa.list_(pa.int32()))] + extra)
+def schema(rep: Representation, velocity: bool) -> pa.Schema:
+    return pa.schema(COMMON + rep.columns(velocity))
 
 
 def grid_of(r: P.RepresentParams, drums: bool) -> Grid:
     return Grid(r.steps_per_beat, r.pitch_low, r.pitch_high, float(r.steps_per_second), drums)
 
 
-@lru_cache(maxsize=2)
-def _tokenizer(r: P.RepresentParams, drums: bool):
-    from pipeline import tokens
-
-    return tokens.make(r.tokenizer, grid_of(r, drums), r.velocity, r.max_shift_beats)
-
-
 def encode(item: tuple[str, bytes, list[tuple[str, list[int], list[bool]]]], r: P.RepresentParams,
-           drums: bool) -> list[dict]:
+           drums: bool, rep: Representation) -> list[dict]:
     """One file's sequences (each its parts, and prepare's drum decision for each) in the representation. Runs
-    in a worker."""
+    in a worker. A sequence that encodes to nothing has `data` None."""
     file_id, data, sequences = item
     grid = grid_of(r, drums)
     song = smf.read(data)
@@ -73,16 +62,8 @@ def encode(item: tuple[str, bytes, list[tuple[str, list[int], list[bool]]]], r: 
         notes, outside = quantize(parts, grid, velocity=r.velocity)
         # a unison (same key and onset frame, across parts too) is one cell of the roll: counted, not hidden
         merged = sum(len(p.pitch) for p in parts) - outside - len(notes)
-        res = {"id": seq_id, "n_frames": notes.n_frames, "n_notes": len(notes), "outside": outside, "merged": merged}
-        if r.kind == "tokens":
-            from pipeline import tokens
-
-            res["tokens"] = tokens.encode(_tokenizer(r, drums), notes, grid).astype(np.uint16)
-        else:
-            res.update(key=notes.key, start=notes.start, end=notes.end)
-            if r.velocity:
-                res["velocity"] = notes.velocity
-        out.append(res)
+        out.append({"id": seq_id, "n_frames": notes.n_frames, "n_notes": len(notes), "outside": outside,
+                    "merged": merged, "data": rep.encode(notes, grid, r) if len(notes) else None})
     return out
 
 
@@ -134,7 +115,7 @@ def _column(rows: list[dict], name: str, type_: pa.DataType) -> pa.Array:
     return pa.array([r[name] for r in rows], type_)
 
 
-def run(p: P.Params, out_dir: Path) -> dict:
+def run(p: P.Params, out_dir: Path) -> Meta:
     r = p.represent
     selected = pq.read_table(PREPARED / "selected.parquet").to_pylist()
     drums = any(any(r_["is_drum"]) for r_ in selected)
@@ -153,65 +134,52 @@ def run(p: P.Params, out_dir: Path) -> dict:
             for file_id, data in iter_bytes(RAW / source, ({**f, "id": f["file"]} for f in files)):
                 yield file_id, data, [(s["id"], s["tracks"], s["is_drum"]) for s in by_file[file_id]]
 
-    sch = schema(r.kind, r.velocity)
-    shards = Shards(out_dir, sch, Counter(splits.values()))
-    data_cols = [f.name for f in sch if f.name not in dict(COMMON)]
-    totals = {k: Counter() for k in ("sequences", "frames", "notes", "tokens")}
+    rep = representations.of(r.kind)
+    shards = Shards(out_dir, schema(rep, r.velocity), Counter(splits.values()))
+    totals = {k: Counter() for k in ("sequences", "frames", "notes", *rep.counted)}
     outside, merged, empty = 0, 0, []
-    results = imap(partial(encode, r=r, drums=drums), stream(), n_workers(p.prepare.workers))
+    results = imap(partial(encode, r=r, drums=drums, rep=rep), stream(), n_workers(p.prepare.workers))
     for batch in tqdm(results, total=len(by_file), desc=f"convert ({r.kind})", unit="file", mininterval=1):
         for res in batch:
             outside += res["outside"]
             merged += res["merged"]
-            if res["n_notes"] == 0 or (r.kind == "tokens" and len(res["tokens"]) == 0):
+            if res["data"] is None:
                 empty.append(res["id"])
                 continue
             m, split = meta[res["id"]], splits[res["id"]]
             row = dict(id=m["id"], file=m["file"], group=m["group"], source=m["source"], split=split,
-                       families=m["families"], n_frames=res["n_frames"], n_notes=res["n_notes"])
-            if r.kind == "tokens":
-                row["n_tokens"] = len(res["tokens"])
-            row.update({c: res[c] for c in data_cols if c in res})
+                       families=m["families"], n_frames=res["n_frames"], n_notes=res["n_notes"], **res["data"])
             shards.add(row)
-            for k, v in (("sequences", 1), ("frames", res["n_frames"]), ("notes", res["n_notes"]),
-                         ("tokens", row.get("n_tokens", 0))):
-                totals[k][split] += v
+            for k in totals:
+                totals[k][split] += 1 if k == "sequences" else row[f"n_{k}"]
     parts = shards.close()
     if not parts:
         raise SystemExit("convert: no sequence has notes inside represent.pitch_low..pitch_high")
     programs = Counter(pr for s in selected for pr, d in zip(s["programs"], s["is_drum"]) if not d)
-    out = {
-        "kind": r.kind, "format_version": FORMAT_VERSION, "parts": parts,
-        "grid": {"steps_per_beat": grid.steps_per_beat, "steps_per_second": r.steps_per_second,
-                 "pitch_low": grid.pitch_low, "pitch_high": grid.pitch_high, "drums": drums},
-        "n_pitches": grid.n_pitches, "n_keys": grid.n_keys,
-        "drum_classes": list(gm.DRUM_CLASS_NAMES) if drums else [],
-        "onsets": r.onsets, "velocity": r.velocity,
-        "program": programs.most_common(1)[0][0] if programs else 0,  # what generated MIDI is played on
-        **{k: {s: totals[k].get(s, 0) for s in S.SPLITS} for k in totals if k != "tokens" or r.kind == "tokens"},
-        "notes_outside_range": outside, "notes_merged_unison": merged, "empty_after_range": sorted(empty),
-    }
-    if r.kind == "tokens":
-        tok = _tokenizer(r, drums)
-        tok.save(out_dir / "tokenizer.json")
-        out.update(tokenizer=r.tokenizer, vocab_size=len(tok), pad_id=int(tok.pad_token_id))
-    else:
-        out["features"] = grid.n_keys * (2 if r.onsets else 1)
-    return out
+    return Meta(
+        kind=r.kind, format_version=FORMAT_VERSION, parts=parts, grid=grid,
+        n_pitches=grid.n_pitches, n_keys=grid.n_keys,
+        drum_classes=list(gm.DRUM_CLASS_NAMES) if drums else [],
+        onsets=r.onsets, velocity=r.velocity,
+        program=programs.most_common(1)[0][0] if programs else 0,  # what generated MIDI is played on
+        **{k: {s: totals[k].get(s, 0) for s in S.SPLITS} for k in totals},
+        notes_outside_range=outside, notes_merged_unison=merged, empty_after_range=sorted(empty),
+        **rep.finish(r, grid, out_dir),
+    )
 
 
 def main() -> None:
     p = P.load()
     kind = p.represent.kind
-    with atomic_path(OUT) as tmp:
+    with atomic_path(PROCESSED) as tmp:
         (tmp / kind).mkdir(parents=True)
         meta = run(p, tmp / kind)
-        (tmp / kind / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    seq, fr = meta["sequences"], meta["frames"]
-    extra = f", {sum(meta['tokens'].values())} tokens" if kind == "tokens" else ""
-    print(f"convert: {sum(seq.values())} sequences ({sum(fr.values())} frames{extra}) -> {OUT / kind} in "
-          f"{len(meta['parts'])} shards; train/valid/test {seq['train']}/{seq['valid']}/{seq['test']}; "
-          f"{meta['notes_outside_range']} notes outside the keys dropped")
+        meta.write(tmp / kind / "meta.json")
+    seq, fr = meta.sequences, meta.frames
+    extra = "".join(f", {sum(getattr(meta, k).values())} {k}" for k in representations.of(kind).counted)
+    print(f"convert: {sum(seq.values())} sequences ({sum(fr.values())} frames{extra}) -> {PROCESSED / kind} in "
+          f"{len(meta.parts)} shards; train/valid/test {seq['train']}/{seq['valid']}/{seq['test']}; "
+          f"{meta.notes_outside_range} notes outside the keys dropped")
 
 
 if __name__ == "__main__":

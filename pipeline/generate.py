@@ -15,27 +15,19 @@ import numpy as np
 import torch
 from symusic import Score, Tempo
 
-from pipeline import calibrate, music
+from pipeline import music
 from pipeline import params as P
 from pipeline import runtime
 from pipeline.atomic import atomic_path, write_json
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
-from pipeline.dataset import Split, data_dir, grid_of, window_starts
-from pipeline.pianoroll import Grid, Notes, densify, from_roll, to_tracks
-from pipeline.rollout import EMPTY, continue_roll, continue_tokens, reservoir, window_notes
-from pipeline.sampling import Sampler
+from pipeline.contracts import SAMPLES, read_calibration
+from pipeline.dataset import Split, data_dir, window_starts
+from pipeline.pianoroll import Grid, Notes, densify, to_tracks
+from pipeline.rollout import EMPTY, reservoir, window_notes
 
-OUT = Path("data/samples")
 TICKS_PER_FRAME = 120
 TEMPO_BPM = {False: 120.0, True: 60.0}  # beat grid: 120 bpm; absolute grid: 60 bpm, so a beat is a second
-
-
-def roll_notes(frames: np.ndarray, n_keys: int) -> Notes:
-    """Notes from model frames (sustain plane, then the onset plane when there is one)."""
-    if frames.shape[1] == 2 * n_keys:
-        return from_roll(frames[:, :n_keys], frames[:, n_keys:])
-    return from_roll(frames)
 
 
 def to_midi(parts: list[tuple[str, Notes, int]], grid: Grid, program: int) -> bytes:
@@ -58,18 +50,6 @@ def length_frames(length: float, unit: str, grid: Grid) -> int:
     frames_per_beat = grid.steps_per_second / beats_per_second if grid.steps_per_second else grid.steps_per_beat
     beats = length if unit == "beats" else length * beats_per_second
     return max(1, round(beats * frames_per_beat))
-
-
-def sampler_of(g: P.GenerateParams, meta: dict, device, seed: int, model) -> Sampler:
-    if g.sampling == "topk" and not model.head.factorised:
-        raise ValueError("generate.sampling: topk needs a model with the independent head; models/model.pt has a "
-                         "NADE head, which decides cell by cell: use threshold or bernoulli")
-    threshold = g.threshold
-    if threshold == "auto":
-        threshold = calibrate.load()["threshold"] if meta["kind"] != "tokens" else 0.5
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return Sampler(g.sampling, threshold, g.temperature, g.top_k, meta["kind"] == "tokens", meta["n_keys"], gen)
 
 
 def to_png(seed: np.ndarray, gen: np.ndarray, grid: Grid, title: str, path: Path) -> None:
@@ -118,25 +98,20 @@ def main() -> None:
     p = P.load()
     g = p.generate
     runtime.setup(p.seed)
-    d = data_dir()
-    test = Split(d, "test")
-    meta, grid = test.meta, grid_of(test.meta)
+    test = Split(data_dir(), "test")
+    meta, grid = test.meta, test.meta.grid
     model = load_model(meta)
     L, device = model.cfg.seq_len, runtime.device(p.train.device)
     steps = length_frames(g.length, g.unit, grid)
-    sampler = sampler_of(g, meta, device, p.seed, model)
+    draws = torch.Generator(device=device)
+    draws.manual_seed(p.seed)
+    sampler = test.rep.sampler(g, meta, read_calibration, model, draws)
     model.to(device)
     primes = (seeds(test, L, g.n_samples, p.seed) if g.prime == "test"
               else [("silence", EMPTY, 0)] * g.n_samples)
-    if meta["kind"] == "tokens":
-        gens = continue_tokens(model, test.tokenizer, grid, [n for _, n, _ in primes], L, steps, meta["pad_id"],
-                               device, max_windows=max(8, 4 * steps // L), sampler=sampler)
-    else:  # every sample in one batch: the decoder steps (and a NADE's cell loop) run once for all of them
-        x = torch.from_numpy(np.stack([densify(n, grid.n_keys, 0, L, onsets=meta["onsets"]) for _, n, _ in primes]))
-        frames = continue_roll(model, x.float().to(device), steps, sampler).cpu().numpy().astype(bool)
-        gens = [roll_notes(f, grid.n_keys) for f in frames]
+    gens = test.rep.continue_notes(model, test, [n for _, n, _ in primes], L, steps, sampler, device)
     index = []
-    with atomic_path(OUT) as tmp:
+    with atomic_path(SAMPLES) as tmp:
         (tmp / "rolls").mkdir(parents=True)
         for i, ((piece, seed_notes, a), gen) in enumerate(zip(primes, gens)):
             name = f"sample_{i:03d}"
@@ -144,20 +119,20 @@ def main() -> None:
             if len(gen):
                 midi = f"{name}.mid"
                 (tmp / midi).write_bytes(to_midi([("seed", seed_notes, 0), ("generated", gen, L)], grid,
-                                                 meta["program"]))
+                                                 meta.program))
             to_png(densify(seed_notes, grid.n_keys, 0, L), densify(gen, grid.n_keys, 0, steps), grid,
                    f"{name} from {piece}" + ("" if len(gen) else " (no notes generated)"), tmp / "rolls" / f"{name}.png")
             index.append({"name": name, "midi": midi, "png": f"rolls/{name}.png", "seed_from": piece,
                           "seed_start_frame": int(a), "seed_frames": L, "seed_notes": len(seed_notes),
                           "generated_frames": steps, "generated_notes": len(gen),
                           "music": music.finite(music.describe(gen, grid, steps))})
-        write_json(tmp / "index.json", {"program": meta["program"], "prime": g.prime, "sampling": g.sampling,
-                                        "threshold": None if sampler.tokens else sampler.threshold,
+        write_json(tmp / "index.json", {"program": meta.program, "prime": g.prime, "sampling": g.sampling,
+                                        "threshold": sampler.threshold if test.rep.thresholded else None,
                                         "temperature": g.temperature,
                                         "samples": index})
     silent = [s["name"] for s in index if s["generated_notes"] == 0]
-    print(f"generate: {len(index)} samples of {steps} frames ({meta['kind']}, {g.sampling} sampling, prime "
-          f"{g.prime}) -> {OUT}" + (f"; NO NOTES generated in {len(silent)}: {', '.join(silent)} (no MIDI "
+    print(f"generate: {len(index)} samples of {steps} frames ({meta.kind}, {g.sampling} sampling, prime "
+          f"{g.prime}) -> {SAMPLES}" + (f"; NO NOTES generated in {len(silent)}: {', '.join(silent)} (no MIDI "
                                     "written for those)" if silent else ""))
 
 

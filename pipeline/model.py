@@ -28,7 +28,7 @@ class Config:
     tokens: bool = False
     kind: str = "pianoroll"  # the representation trained on: checked before evaluate/generate use the model
     n_keys: int = 88         # keys per plane (piano rolls)
-    head: str = "independent"  # piano rolls: independent | nade (tokens: always a softmax)
+    head: str = "independent"  # independent (a sigmoid per cell; for tokens, the softmax) | nade (piano rolls)
     nade_hidden: int = 64
 
 
@@ -41,8 +41,7 @@ class Seq2Seq(nn.Module):
         width = h if cfg.tokens else cfg.n_features
         self.encoder = GRU(width, h, cfg.layers, batch_first=True, dropout=drop)
         self.decoder = GRU(width, h, cfg.layers, batch_first=True, dropout=drop)
-        self.head = heads.make("independent" if cfg.tokens else cfg.head, h, cfg.n_features, cfg.dropout,
-                               cfg.nade_hidden)
+        self.head = heads.make(cfg.head, h, cfg.n_features, cfg.dropout, cfg.nade_hidden)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(x) if self.embed is not None else x
@@ -94,10 +93,13 @@ class Seq2Seq(nn.Module):
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "Seq2Seq":
         """The model a `checkpoint()` describes. Checkpoints from before the heads (no `head` in the config, the
-        MLP's weights at `head.0`, `head.3`) load as the independent head they are."""
-        state = ckpt["state_dict"]
-        if "head" not in ckpt["config"]:
+        MLP's weights at `head.0`, `head.3`) load as the independent head they are, and so do token models
+        saved with `model.head: nade` in their config (their head was always the softmax)."""
+        state, cfg = ckpt["state_dict"], dict(ckpt["config"])
+        if "head" not in cfg:
             state = {re.sub(r"^head\.(\d+)\.", r"head.net.\1.", k): v for k, v in state.items()}
-        model = cls(Config(**ckpt["config"]))
+        if cfg.get("tokens"):
+            cfg["head"] = "independent"
+        model = cls(Config(**cfg))
         model.load_state_dict(state)
         return model

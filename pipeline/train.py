@@ -22,43 +22,28 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from dvclive import Live
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline import losses, runtime
+from pipeline import runtime
 from pipeline import params as P
 from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage
+from pipeline.contracts import LAST, MODEL, TRAIN_LOG
 from pipeline.dataset import Split, Windows, data_dir
-from pipeline.metrics import FrameCounts, nll_from_logits, sounding
-from pipeline.model import Config, Seq2Seq
+from pipeline.model import Seq2Seq
 
-MODEL, LAST, LIVE = Path("models/model.pt"), Path("models/last.pt"), Path("metrics/train")
+LIVE = TRAIN_LOG
 
 
 def windows(split: str, seq_len: int, stride: int, **kw) -> Windows:
     w = Windows(Split(data_dir(), split), seq_len, stride, **kw)
     if sum(w.count(r) for r in range(w.world)) == 0:
-        unit = "tokens" if w.split.kind == "tokens" else "frames"
-        raise SystemExit(f"train: the {split} split has no sequence of 2 * train.seq_len = {2 * seq_len} {unit} "
-                         f"({w.too_short} are shorter); lower train.seq_len or add data")
+        raise SystemExit(f"train: the {split} split has no sequence of 2 * train.seq_len = {2 * seq_len} "
+                         f"{w.rep.unit} ({w.too_short} are shorter); lower train.seq_len or add data")
     return w
-
-
-def loss_fn(p: P.Params, meta: dict):
-    """Token models: cross-entropy over the vocabulary. Piano rolls: `train.loss` (focal or plain binary
-    cross-entropy per cell) for the independent head; the nade head always trains on its exact negative
-    log-likelihood (the mean binary cross-entropy of its conditionals), which focal weighting would no longer be."""
-    if meta["kind"] == "tokens":
-        pad = meta["pad_id"]
-        return lambda logits, y: F.cross_entropy(logits.transpose(1, 2), y, ignore_index=pad)
-    if p.model.head == "nade":
-        return losses.bce
-    return losses.make(p.train.loss, p.train.focal_alpha, p.train.focal_gamma)
 
 
 def code_files() -> list[Path]:
@@ -90,19 +75,6 @@ def scheduler(opt, t: P.TrainParams):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 1.0)
 
 
-def cell_frequencies(split: Split) -> torch.Tensor:
-    """(features,) the share of frames in which each cell of a piano-roll frame is on over a whole split: the
-    sustain plane from the notes' lengths, the onset plane from their count. One pass over the notes, no rolls."""
-    k, on = split.meta["n_keys"], split.meta["onsets"]
-    counts, frames = np.zeros(2 * k if on else k), 0
-    for _, notes in split.notes():
-        np.add.at(counts, notes.key.astype(np.int64), (notes.end - notes.start).astype(np.float64))
-        if on:
-            np.add.at(counts, k + notes.key.astype(np.int64), 1.0)
-        frames += notes.n_frames
-    return torch.from_numpy(counts / max(frames, 1)).float()
-
-
 def decoder_inputs(model: Seq2Seq, x: torch.Tensor, y: torch.Tensor, ratio: float) -> torch.Tensor:
     """Scheduled sampling without a step loop (parallel scheduled sampling, Duckworth et al. 2019): the
     model's own decisions under teacher forcing replace each true step with probability 1 - ratio, and the
@@ -112,33 +84,23 @@ def decoder_inputs(model: Seq2Seq, x: torch.Tensor, y: torch.Tensor, ratio: floa
     with torch.no_grad():
         own = model.decode(x, y)
     keep = torch.rand(y.shape[:2], device=y.device) < ratio
-    return torch.where(keep if model.cfg.tokens else keep.unsqueeze(-1), y, own.to(y.dtype))
+    return torch.where(keep.view(keep.shape + (1,) * (y.dim() - 2)), y, own.to(y.dtype))
 
 
 @torch.no_grad()
-def validate(model: Seq2Seq, loader: DataLoader, loss, device: torch.device) -> dict:
-    """Valid loss; for piano rolls also F1 and density of the frames decided at 0.5 and the NLL per frame of
-    the sustain plane (nats; comparable across heads and losses), for tokens the accuracy."""
+def validate(model: Seq2Seq, loader: DataLoader, loss, device: torch.device, rep) -> dict:
+    """Valid loss, then the representation's figures (piano rolls: F1, density and NLL per frame of the sustain
+    plane; tokens: accuracy)."""
     model.eval()
-    counts, total, n, right, steps = FrameCounts(), 0.0, 0, 0, 0
+    figures, total, n = rep.validation(), 0.0, 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         out = model.states(x, y)
         logits = model.head(out, y)
         total += float(loss(logits, y)) * len(x)
         n += len(x)
-        if model.cfg.tokens:
-            right += int((logits.argmax(-1) == y).sum())
-            steps += y.numel()
-        else:
-            k = model.cfg.n_keys
-            decided = model.head.decide(out, model.threshold())[0]
-            counts.add(sounding(decided, k), sounding(y, k), nll_from_logits(logits[..., :k], y[..., :k]))
-    if model.cfg.tokens:
-        return {"loss": total / n, "accuracy": right / max(steps, 1)}
-    s = counts.summary()
-    return {"loss": total / n, "nll_per_frame": s["nll_per_frame"], "f1": s["f1"],
-            "density_pred": s["density_pred"], "density_true": s["density_true"]}
+        figures.add(model, out, logits, y)
+    return {"loss": total / n, **figures.summary()}
 
 
 def _truncate_logs(before_step: int) -> None:
@@ -173,18 +135,13 @@ def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, di
     train_set = windows("train", t.seq_len, t.stride, shuffle=True, seed=p.seed, transpose=p.represent.transpose,
                         rank=dist.rank, world=dist.world)
     valid_set = windows("valid", t.seq_len, t.seq_len)
-    meta = train_set.meta
+    meta, rep = train_set.meta, train_set.rep
     train_loader = DataLoader(train_set, batch_size=t.batch_size, num_workers=t.loader_workers,
                               pin_memory=device.type == "cuda")
     valid_loader = DataLoader(valid_set, batch_size=t.batch_size)
 
-    tokens = meta["kind"] == "tokens"
-    cfg = Config(n_features=meta["vocab_size"] if tokens else meta["features"], hidden=p.model.hidden,
-                 layers=p.model.layers, dropout=p.model.dropout, seq_len=t.seq_len, tokens=tokens,
-                 kind=meta["kind"], n_keys=meta["n_keys"], head=p.model.head, nade_hidden=p.model.nade_hidden)
-    model = Seq2Seq(cfg)
-    if not tokens:
-        model.head.init_bias(cell_frequencies(train_set.split))
+    model = Seq2Seq(rep.model_config(meta, p.model, t.seq_len))
+    rep.init(model, train_set.split)
     model.to(device)
     net = model
     if dist.world > 1:
@@ -194,7 +151,7 @@ def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, di
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     sched = scheduler(opt, t)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    loss = loss_fn(p, meta)
+    loss = rep.loss(p, meta)
     state = {"epoch": 0, "best": {"valid_loss": math.inf, "epoch": -1},
              "best_state": copy.deepcopy(model.state_dict()), "stale": 0}
     stamp = fingerprint(p, train_set.split.dir)
@@ -212,7 +169,7 @@ def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, di
     if dist.main:
         if start:
             _truncate_logs(start)
-        print(f"train: {meta['kind']}, {len(train_set)} train windows"
+        print(f"train: {meta.kind}, {len(train_set)} train windows"
               + (f" per rank x {dist.world} ranks" if dist.world > 1 else "")
               + f" / {len(valid_set)} valid, {sum(x.numel() for x in model.parameters())} parameters, device {device}")
     live = Live(str(LIVE), dvcyaml=None, save_dvc_exp=False, report=None, resume=bool(start)) if dist.main else None
@@ -242,7 +199,7 @@ def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, di
             total += batch_loss.item() * len(x)
             n += len(x)
             bar.set_postfix(loss=f"{total / n:.4f}")
-        v = validate(model, valid_loader, loss, device)
+        v = validate(model, valid_loader, loss, device, rep)
         sched.step(v["loss"]) if t.lr_schedule == "plateau" else sched.step()
         improved = v["loss"] < state["best"]["valid_loss"]
         if improved:
@@ -260,9 +217,8 @@ def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, di
                 live.log_metric(k, val)
             live.next_step()
             _save_last(model, opt, sched, state, stamp, finished=stop or epoch + 1 == t.epochs)
-            shown = (f"valid accuracy {v['accuracy']:.3f}" if tokens else
-                     f"valid NLL/frame {v['nll_per_frame']:.3f}, F1 {v['f1']:.3f}, density {v['density_pred']:.2f} (true {v['density_true']:.2f})")
-            print(f"epoch {epoch + 1}: train loss {total / max(n, 1):.4f}, valid loss {v['loss']:.4f}, {shown}"
+            print(f"epoch {epoch + 1}: train loss {total / max(n, 1):.4f}, valid loss {v['loss']:.4f}, "
+                  f"{rep.validation().headline(v)}"
                   + (" *" if improved else ""))
         if stop:
             if dist.main:

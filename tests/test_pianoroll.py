@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from pipeline import gm, tokens
-from pipeline.generate import TICKS_PER_FRAME, roll_notes, to_midi
+from pipeline.generate import TICKS_PER_FRAME, to_midi
+from pipeline.representations.pianoroll import roll_notes
 from pipeline import smf
 from pipeline.midi import parse, part_notes
 from pipeline.pianoroll import Grid, Notes, densify, from_roll, quantize

@@ -1,7 +1,5 @@
 """The reported problem files (tests/fixtures/reported/, from ../shared/data/midi/reported/): each file's right
 answer through the stages, and each KIND of fault on more cases than the one file (built here byte by byte)."""
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +51,10 @@ def _stage_run(files: dict[str, bytes], tmp_path, monkeypatch, filter_=None, **r
     out = tmp_path / "data/processed" / p.represent.kind
     out.mkdir(parents=True, exist_ok=True)
     meta = convert.run(p, out)
-    (out / "meta.json").write_text(json.dumps(meta))
+    meta.write(out / "meta.json")
     notes = {}
     for split in ("train", "test"):
-        if meta["sequences"][split]:
+        if meta.sequences[split]:
             notes.update(Split(data_dir(), split).notes())
     return selected.to_pylist(), rejects.to_pylist(), report, meta, notes
 
@@ -84,17 +82,15 @@ def test_drums_named_off_channel_10_are_drums_from_prepare_to_the_generated_midi
     assert dup["reason"] == "duplicate_content" and dup["duplicate_of"] == "local/a_drums_on_channel3.mid"
     row = selected[0]
     assert row["families"] == ["piano", "drums"] and row["is_drum"] == [False, True] and row["inferred"][1] == "name"
-    assert meta["drum_classes"] and meta["n_keys"] == meta["n_pitches"] + len(gm.DRUM_CLASSES)
+    assert meta.drum_classes and meta.n_keys == meta.n_pitches + len(gm.DRUM_CLASSES)
     (seq,) = notes.values()
-    grid = Split(data_dir(), "test").meta
-    drum = seq.key >= grid["n_pitches"]
-    classes = [gm.DRUM_CLASS_NAMES[k - grid["n_pitches"]] for k in seq.key[drum]]
+    grid = Split(data_dir(), "test").meta.grid
+    drum = seq.key >= grid.n_pitches
+    classes = [gm.DRUM_CLASS_NAMES[k - grid.n_pitches] for k in seq.key[drum]]
     assert sorted(classes) == sorted(["kick"] * 2 + ["snare"] * 2 + ["closed_hihat"] * 4)
     assert sorted(seq.key[~drum] + 21) == [60, 64, 67, 72]  # the piano, and no drum hit among the keys
     # generated MIDI puts them on channel 10, as their GM pitches
-    from pipeline.dataset import grid_of
-
-    song = smf.read(to_midi([("x", seq, 0)], grid_of(grid), program=0))
+    song = smf.read(to_midi([("x", seq, 0)], grid, program=0))
     drums = [p for p in song.parts if p.on_drum_channel]
     assert len(drums) == 1 and sorted(drums[0].pitch.tolist()) == [36, 36, 38, 38, 42, 42, 42, 42]
 
@@ -104,8 +100,8 @@ def test_drums_named_off_channel_10_are_drum_tokens(tmp_path, monkeypatch):
                                       kind="tokens", tokenizer="REMI")
     tok = tokens.load(data_dir() / "tokenizer.json")
     (seq,) = notes.values()
-    assert (seq.key >= meta["n_pitches"]).sum() == 8
-    rows = pq.read_table(data_dir() / meta["parts"][0]).to_pylist()
+    assert (seq.key >= meta.n_pitches).sum() == 8
+    rows = pq.read_table(data_dir() / meta.parts[0]).to_pylist()
     names = [tok[int(i)] for i in rows[0]["tokens"]]
     assert sum(n.startswith("PitchDrum_") for n in names) == 8 and "Program_-1" in names
     assert not any(n in ("Pitch_36", "Pitch_38", "Pitch_42") for n in names)
@@ -258,7 +254,7 @@ def test_notes_in_equal_notes_selected_plus_notes_dropped_per_file(tmp_path, mon
     assert acc["notes_in"] == kept + sum(acc["dropped"].values())
     assert acc["dropped"]["instrument_filtered"] > 0 and acc["dropped"]["too_long"] == 12
     # convert: every selected note is on the grid, outside the keys, or one of a unison (counted)
-    assert kept == sum(meta["notes"].values()) + meta["notes_outside_range"] + meta["notes_merged_unison"]
+    assert kept == sum(meta.notes.values()) + meta.notes_outside_range + meta.notes_merged_unison
 
 
 # 5. The formats people have

@@ -1,9 +1,9 @@
 """Stage functions on a tiny processed dataset built from the fixture files, in both representations."""
-import json
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from types import SimpleNamespace
 import torch
 
 from pipeline import baselines, convert, generate, prepare
@@ -27,7 +27,7 @@ def _process(midi_folder, tmp_path, monkeypatch, **represent):
     out = tmp_path / "data/processed" / p.represent.kind
     out.mkdir(parents=True)
     meta = convert.run(p, out)
-    (out / "meta.json").write_text(json.dumps(meta))
+    meta.write(out / "meta.json")
     return p, meta, selected
 
 
@@ -48,15 +48,15 @@ def _rows(kind):
 def test_convert_writes_every_selected_sequence_once_in_its_split_shard(processed):
     p, meta, selected = processed
     rows = _rows("pianoroll")
-    assert len(rows) == sum(meta["sequences"].values()) == selected.num_rows == len({r["id"] for r in rows})
+    assert len(rows) == sum(meta.sequences.values()) == selected.num_rows == len({r["id"] for r in rows})
     assert {r["split"] for r in rows} == {"train", "valid", "test"}
-    for f in meta["parts"]:
+    for f in meta.parts:
         assert {r["split"] for r in pq.read_table(data_dir() / f).to_pylist()} == {f.split("-")[0]}
     for r in rows:
         assert r["n_notes"] == len(r["key"]) == len(r["start"]) == len(r["end"])
         assert r["n_frames"] == max(r["end"])
     # the pop file's drums are in: the grid gains the drum-class keys, and only drum hits use them
-    assert meta["grid"]["drums"] and meta["n_keys"] == 88 + 9 and meta["features"] == 2 * 97
+    assert meta.grid.drums and meta.n_keys == 88 + 9 and meta.features == 2 * 97
     pop = next(r for r in rows if "pop" in r["id"])
     assert max(pop["key"]) >= 88
     drum_hits = [(s, e) for k, s, e in zip(pop["key"], pop["start"], pop["end"]) if k >= 88]
@@ -67,7 +67,7 @@ def test_conversion_is_byte_for_byte_reproducible(midi_folder, tmp_path, monkeyp
     a = _process(midi_folder, tmp_path / "a", monkeypatch)[1]
     b = _process(midi_folder, tmp_path / "b", monkeypatch)[1]
     assert a == b
-    for f in a["parts"]:
+    for f in a.parts:
         one = (tmp_path / "a/data/processed/pianoroll" / f).read_bytes()
         assert one == (tmp_path / "b/data/processed/pianoroll" / f).read_bytes()
 
@@ -79,7 +79,7 @@ def test_windows_are_consecutive_slices_of_the_roll_with_an_onset_plane(processe
     assert len(items) == len(w) > 0
     seqs = list(split)
     expected = [(notes, a) for _, notes in seqs for a in w.starts(notes.n_frames)]
-    K = split.meta["n_keys"]
+    K = split.meta.n_keys
     for (x, y), (notes, a) in list(zip(items, expected))[::7]:
         full = densify(notes, K, onsets=True)
         np.testing.assert_array_equal(x.numpy().astype(bool), full[a:a + 8])
@@ -102,7 +102,7 @@ def test_shuffled_windows_are_a_seeded_permutation_and_ranks_share_them_out(proc
 
 def test_transposition_stays_in_range_and_moves_every_pitched_note_together(processed):
     split = Split(data_dir(), "train")
-    K, P_ = split.meta["n_keys"], split.meta["n_pitches"]
+    K, P_ = split.meta.n_keys, split.meta.n_pitches
     plain = list(Windows(split, 8, 8))
     moved = list(Windows(split, 8, 8, shuffle=False, transpose=(-3, 3), seed=3))
     shifts = set()
@@ -125,7 +125,7 @@ def test_token_dataset_decodes_to_the_same_notes_as_the_rolls(midi_folder, tmp_p
     rolls = dict(Split(data_dir(), "train").notes())
     _process(midi_folder, tmp_path / "t", monkeypatch, kind="tokens", tokenizer="REMI")
     split = Split(data_dir(), "train")
-    assert (data_dir() / "tokenizer.json").exists() and split.meta["vocab_size"] > 100
+    assert (data_dir() / "tokenizer.json").exists() and split.meta.vocab_size > 100
     decoded = dict(split.notes())
     assert decoded.keys() == rolls.keys()
     for i, notes in decoded.items():
@@ -181,11 +181,11 @@ def test_checkpoint_mismatch_is_a_clear_error(tmp_path):
     path = tmp_path / "model.pt"
     torch.save(Seq2Seq(Config(n_features=24, hidden=4, layers=1, n_keys=12)).checkpoint(), path)
     with pytest.raises(ValueError, match="frame width .* of 24 but the data has 176"):
-        load_model({"kind": "pianoroll", "features": 176}, path)
+        load_model(SimpleNamespace(kind="pianoroll", features=176), path)
     with pytest.raises(ValueError, match="trained on pianoroll but the data is tokens"):
-        load_model({"kind": "tokens", "vocab_size": 300}, path)
+        load_model(SimpleNamespace(kind="tokens", vocab_size=300), path)
     with pytest.raises(FileNotFoundError, match="dvc repro train"):
-        load_model({"kind": "pianoroll", "features": 176}, tmp_path / "missing.pt")
+        load_model(SimpleNamespace(kind="pianoroll", features=176), tmp_path / "missing.pt")
 
 
 def test_summary_lines_for_both_kinds_say_whether_the_model_beats_the_baseline():

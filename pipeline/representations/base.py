@@ -1,0 +1,143 @@
+"""The interface every representation implements: what differs between piano rolls and token streams.
+
+A representation owns, for its kind: the Parquet columns `convert` stores and how a sequence is encoded into
+them; how the stored sequences are read, cut into training windows and transposed; the model's input width
+(frame width or vocabulary), its output head and loss; how a step is decided or sampled; how the model's output
+decodes back to notes; and the evaluation protocols that apply to it. Stages hold one instance (from
+`representations.of(kind)`) and call these methods; they never test the kind's name.
+
+Shapes: a piano-roll step is a frame (features,) of 0/1 cells; a token step is one id. A window pair (x, y) is
+(seq_len[, features]) each.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Callable, ClassVar, Iterator
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import torch
+
+    from pipeline import params as P
+    from pipeline.contracts import Meta
+    from pipeline.dataset import Split
+    from pipeline.model import Config, Seq2Seq
+    from pipeline.pianoroll import Grid, Notes
+    from pipeline.sampling import Sampler
+
+
+def transpose_shift(lowest: int, highest: int, top: int, bounds: tuple[int, int], rng: np.random.Generator) -> int:
+    """A random shift in `bounds` (semitones, inclusive) that keeps keys lowest..highest inside 0..top; 0 when
+    no shift fits. One draw from `rng` whenever some shift fits."""
+    lo, hi = max(bounds[0], -lowest), min(bounds[1], top - highest)
+    return int(rng.integers(lo, hi + 1)) if lo <= hi else 0
+
+
+class Representation(ABC):
+    kind: ClassVar[str]
+    unit: ClassVar[str]            # what one step is: "frames" or "tokens"
+    length_column: ClassVar[str]   # the Parquet column with each sequence's length in steps
+    counted: ClassVar[tuple[str, ...]] = ()  # extra per-split totals in meta.json (row column n_<name>)
+    width_name: ClassVar[str]      # what n_features measures, for error messages
+    thresholded: ClassVar[bool]    # steps are cells decided against a threshold (calibrate fits one)
+
+    # --- convert ---------------------------------------------------------------------------------------------
+    @abstractmethod
+    def columns(self, velocity: bool) -> list[tuple[str, "pa.DataType"]]:
+        """The Parquet columns holding a sequence, after the common ones."""
+
+    @abstractmethod
+    def encode(self, notes: "Notes", grid: "Grid", r: "P.RepresentParams") -> dict | None:
+        """A sequence's values for `columns` (and n_<counted>), or None when it encodes to nothing."""
+
+    @abstractmethod
+    def finish(self, r: "P.RepresentParams", grid: "Grid", out_dir) -> dict:
+        """Meta fields this representation adds (and files it writes beside the shards, e.g. a tokenizer)."""
+
+    # --- reading and training windows ------------------------------------------------------------------------
+    @abstractmethod
+    def read(self, path, group: int, meta: "Meta") -> list[tuple[str, object]]:
+        """(id, sequence) for the rows of one row group of a shard."""
+
+    @abstractmethod
+    def notes(self, split: "Split") -> Iterator[tuple[str, "Notes"]]:
+        """Every sequence of a split as notes on the grid: what frame metrics and music statistics use."""
+
+    @abstractmethod
+    def length(self, seq) -> int:
+        """A sequence's length in steps."""
+
+    def prepare(self, seq):
+        """What `window` cuts from (computed once per sequence)."""
+        return seq
+
+    @abstractmethod
+    def window(self, prepared, a: int, b: int, meta: "Meta") -> np.ndarray:
+        """Steps [a, b) of a prepared sequence: (b - a, features) booleans or (b - a,) ids."""
+
+    @abstractmethod
+    def transposer(self, split: "Split", bounds: tuple[int, int]) -> Callable | None:
+        """fn(window, rng) -> the window moved by a random shift in `bounds` semitones that keeps every pitch in
+        range, or None when `bounds` is (0, 0)."""
+
+    # --- the model --------------------------------------------------------------------------------------------
+    @abstractmethod
+    def n_features(self, meta: "Meta") -> int:
+        """The model's input and output width: frame width, or vocabulary size."""
+
+    @abstractmethod
+    def model_config(self, meta: "Meta", m: "P.ModelParams", seq_len: int) -> "Config":
+        """The model for this data under `model.*` params."""
+
+    def init(self, model: "Seq2Seq", split: "Split") -> None:
+        """Set what training starts from the training split (default: nothing)."""
+
+    @abstractmethod
+    def loss(self, p: "P.Params", meta: "Meta") -> Callable:
+        """fn(logits, y) -> the training loss of a batch (a scalar tensor)."""
+
+    @abstractmethod
+    def validation(self) -> "Validation":
+        """An accumulator of the valid figures logged each epoch."""
+
+    # --- deciding, generating, evaluating ---------------------------------------------------------------------
+    @abstractmethod
+    def sampler(self, g: "P.GenerateParams", meta: "Meta", calibration: Callable[[], dict], model: "Seq2Seq",
+                generator: "torch.Generator") -> "Sampler":
+        """How `generate` picks each step (`calibration` reads calibrate's output when a threshold is needed).
+        Raises ValueError for a mode the model cannot use."""
+
+    @abstractmethod
+    def continue_notes(self, model: "Seq2Seq", split: "Split", seeds: list["Notes"], seed_frames: int,
+                       frames: int, sampler: "Sampler", device) -> list["Notes"]:
+        """Per seed (notes in frames [0, seed_frames)), the notes the model writes in the next `frames`
+        frames, shifted to start at 0."""
+
+    @abstractmethod
+    def frame_windows(self, split: "Split", seq_len: int, batch_size: int):
+        """Batches (x, y) of piano-roll frame windows of a split (decoded for tokens): what frame baselines and
+        thresholds are fitted on."""
+
+    @abstractmethod
+    def evaluate(self, model: "Seq2Seq", test: "Split", train: "Split", cal: dict, fixed: float, batch_size: int,
+                 device) -> tuple[dict, int, list[dict]]:
+        """The test protocols for this kind: (figures per protocol and predictor, windows scored, the
+        precision-recall curve's rows (empty when steps are not thresholded))."""
+
+
+class Validation(ABC):
+    """Valid figures of one epoch, accumulated batch by batch."""
+
+    @abstractmethod
+    def add(self, model: "Seq2Seq", out: "torch.Tensor", logits: "torch.Tensor", y: "torch.Tensor") -> None:
+        """One batch: decoder states `out`, teacher-forced `logits` scoring `y`."""
+
+    @abstractmethod
+    def summary(self) -> dict:
+        """The figures (floats), keyed by the names dvclive logs under valid/."""
+
+    @abstractmethod
+    def headline(self, v: dict) -> str:
+        """The epoch line's words for the figures `v`."""

@@ -1,0 +1,214 @@
+"""Token streams: MidiTok tokens (pipeline/tokens.py) of the same quantised notes, one id per step.
+
+The model embeds ids and predicts a softmax over the vocabulary; a step is the most likely token or a draw, so
+there is no threshold to calibrate. Frame figures are computed on the decoded notes, so they mean the same as a
+piano roll's; next_token (NLL and accuracy beside the unigram model of the training tokens) is its own protocol.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from functools import lru_cache
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pipeline.metrics import FrameCounts
+from pipeline.pianoroll import densify
+from pipeline.representations.base import Representation, Validation, transpose_shift
+from pipeline.representations.pianoroll import flat_column
+from pipeline.rollout import continue_tokens, window_notes
+from pipeline.sampling import Sampler
+from pipeline.scoring import Truth, score_baselines, table
+
+
+@lru_cache(maxsize=2)
+def _tokenizer(r, grid):
+    """The tokenizer for `represent.*` on `grid`: made once per process (convert's workers encode many files)."""
+    from pipeline import tokens
+
+    return tokens.make(r.tokenizer, grid, r.velocity, r.max_shift_beats)
+
+
+class FrameWindows:
+    """Frame windows (x, y) of a token split's decoded sequences, one window per batch, at most `limit` of them:
+    what frame baselines and thresholds are fitted on (decoding is slow, and the frequencies settle early)."""
+
+    def __init__(self, split, L: int, onsets: bool = True, limit: int = 2000):
+        self.split, self.L, self.onsets, self.limit = split, L, onsets, limit
+
+    def __iter__(self):
+        from pipeline.dataset import window_starts
+
+        k, n = self.split.meta.n_keys, 0
+        for _, notes in self.split.notes():
+            for a in window_starts(notes.n_frames, self.L, self.L):
+                w = torch.from_numpy(densify(notes, k, a, a + 2 * self.L, onsets=self.onsets)).float()[None]
+                yield w[:, :self.L], w[:, self.L:]
+                n += 1
+                if n >= self.limit:
+                    return
+
+
+class TokenValidation(Validation):
+    """The share of valid tokens the model ranks first."""
+
+    def __init__(self):
+        self.right, self.steps = 0, 0
+
+    def add(self, model, out, logits, y) -> None:
+        self.right += int((logits.argmax(-1) == y).sum())
+        self.steps += y.numel()
+
+    def summary(self) -> dict:
+        return {"accuracy": self.right / max(self.steps, 1)}
+
+    def headline(self, v: dict) -> str:
+        return f"valid accuracy {v['accuracy']:.3f}"
+
+
+class Tokens(Representation):
+    kind = "tokens"
+    unit = "tokens"
+    length_column = "n_tokens"
+    counted = ("tokens",)
+    width_name = "vocabulary"
+    thresholded = False
+
+    def columns(self, velocity: bool) -> list:
+        return [("n_tokens", pa.int32()), ("tokens", pa.list_(pa.uint16()))]
+
+    def encode(self, notes, grid, r) -> dict | None:
+        from pipeline import tokens
+
+        ids = tokens.encode(_tokenizer(r, grid), notes, grid).astype(np.uint16)
+        return {"n_tokens": len(ids), "tokens": ids} if len(ids) else None
+
+    def finish(self, r, grid, out_dir) -> dict:
+        tok = _tokenizer(r, grid)
+        tok.save(out_dir / "tokenizer.json")
+        return {"tokenizer": r.tokenizer, "vocab_size": len(tok), "pad_id": int(tok.pad_token_id)}
+
+    def read(self, path, group, meta) -> list:
+        t = pq.ParquetFile(path).read_row_group(group, columns=["id", "tokens"])
+        ids, off = flat_column(t, "tokens")
+        return [(i, ids[off[k]:off[k + 1]].astype(np.int64)) for k, i in enumerate(t.column("id").to_pylist())]
+
+    def notes(self, split) -> Iterator:
+        from pipeline import tokens
+
+        tok, grid = split.tokenizer, split.meta.grid
+        for i, ids in split:
+            yield i, tokens.decode(tok, ids, grid)
+
+    def length(self, seq) -> int:
+        return len(seq)
+
+    def window(self, prepared, a, b, meta) -> np.ndarray:
+        return np.ascontiguousarray(prepared[a:b])
+
+    def transposer(self, split, bounds):
+        if tuple(bounds) == (0, 0):
+            return None
+        from pipeline import tokens
+
+        pitch, shifted = tokens.pitch_table(split.tokenizer), tokens.transposer(split.tokenizer)
+        grid = split.meta.grid
+
+        def move(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+            p = pitch[ids]
+            p = p[p >= 0]
+            if not len(p):
+                return ids
+            k = transpose_shift(int(p.min()) - grid.pitch_low, int(p.max()) - grid.pitch_low, grid.n_pitches - 1,
+                                bounds, rng)
+            return shifted[ids, 64 + k] if k else ids
+        return move
+
+    def n_features(self, meta) -> int:
+        return meta.vocab_size
+
+    def model_config(self, meta, m, seq_len):
+        from pipeline.model import Config
+
+        # the head is a softmax over the vocabulary: one logit per token, the "independent" head's shape
+        return Config(n_features=meta.vocab_size, hidden=m.hidden, layers=m.layers, dropout=m.dropout,
+                      seq_len=seq_len, tokens=True, kind=self.kind, n_keys=meta.n_keys, head="independent",
+                      nade_hidden=m.nade_hidden)
+
+    def loss(self, p, meta):
+        """Cross-entropy over the vocabulary, padding ignored."""
+        pad = meta.pad_id
+        return lambda logits, y: F.cross_entropy(logits.transpose(1, 2), y, ignore_index=pad)
+
+    def validation(self) -> Validation:
+        return TokenValidation()
+
+    def sampler(self, g, meta, calibration, model, generator) -> Sampler:
+        threshold = 0.5 if g.threshold == "auto" else g.threshold  # unused: a token is taken, not thresholded
+        return Sampler(g.sampling, threshold, g.temperature, g.top_k, True, meta.n_keys, generator)
+
+    def continue_notes(self, model, split, seeds, seed_frames, frames, sampler, device) -> list:
+        return continue_tokens(model, split.tokenizer, split.meta.grid, seeds, seed_frames, frames,
+                               split.meta.pad_id, device, max_windows=max(8, 4 * frames // seed_frames),
+                               sampler=sampler)
+
+    def frame_windows(self, split, seq_len, batch_size):
+        return FrameWindows(split, seq_len)
+
+    @torch.no_grad()
+    def evaluate(self, model, test, train, cal, fixed, batch_size, device):
+        """next_token (teacher-forced, beside the unigram model of the training tokens) and continuation (the
+        model's tokens decoded to frames, beside the frame baselines)."""
+        from pipeline.dataset import Windows, window_starts
+
+        L, grid, k = model.cfg.seq_len, test.meta.grid, test.meta.n_keys
+        model.to(device)
+        freq = np.bincount(np.concatenate([ids for _, ids in train]), minlength=model.cfg.n_features).astype(float)
+        pad = test.meta.pad_id
+        freq[pad] = 0
+        logp = torch.tensor(np.log(np.maximum(freq / freq.sum(), 1e-12)), dtype=torch.float32)
+        nll = {"model": 0.0, "unigram": 0.0}
+        right = {"model": 0, "unigram": 0}
+        n = 0
+        for x, y in DataLoader(Windows(test, L, L), batch_size=batch_size):
+            x, y = x.to(device), y.to(device)
+            logits = model(x, y).log_softmax(-1)
+            nll["model"] -= float(logits.gather(-1, y.unsqueeze(-1)).sum())
+            right["model"] += int((logits.argmax(-1) == y).sum())
+            nll["unigram"] -= float(logp[y.cpu()].sum())
+            right["unigram"] += int((y.cpu() == int(logp.argmax())).sum())
+            n += y.numel()
+        next_token = {who: {"nll_per_token": nll[who] / max(n, 1), "accuracy": right[who] / max(n, 1)}
+                      for who in ("model", "unigram")}
+        counts: dict = defaultdict(FrameCounts)
+        key_freq = torch.tensor(cal["baselines"]["key_frequency"])
+        batch: list = []
+
+        def flush():
+            seeds = [window_notes(notes, a, a + L) for notes, a in batch]
+            gens = continue_tokens(model, test.tokenizer, grid, seeds, L, L, pad, device)
+            for (notes, a), gen in zip(batch, gens):
+                w = torch.from_numpy(densify(notes, k, a, a + 2 * L, onsets=True)).float()[None]
+                x, y = w[:, :L], w[:, L:]
+                pred = torch.from_numpy(densify(gen, k, 0, L, onsets=True)).float()[None]
+                truth = Truth(x, y, k)
+                truth.add(counts["continuation", "model"], pred)
+                score_baselines(counts, truth, cal, key_freq, fixed, ("continuation",))
+            batch.clear()
+
+        for _, notes in tqdm(test.notes(), desc="evaluate (continuation)", unit="sequence", leave=False):
+            for a in window_starts(notes.n_frames, L, L):
+                batch.append((notes, a))
+                if len(batch) == batch_size:
+                    flush()
+        if batch:
+            flush()
+        result = table(counts)
+        result["continuation"]["model"]["nll_per_frame"] = None  # a token model gives no per-cell probability
+        return {"next_token": next_token, **result}, counts["continuation", "model"].frames // L, []
