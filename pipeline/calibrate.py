@@ -19,7 +19,7 @@ from pipeline import runtime
 from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
-from pipeline.contracts import CALIBRATION
+from pipeline.paths import CALIBRATION
 from pipeline.dataset import Split, data_dir
 from pipeline.metrics import Sweep, sounding, sounding_prob
 from pipeline.scoring import add_to_sweep, new_sweep

@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 
 from pipeline import representations
-from pipeline.contracts import MODEL, Meta
+from pipeline.contracts import Meta
+from pipeline.paths import MODEL
 from pipeline.model import Seq2Seq
 
 

@@ -1,9 +1,7 @@
-"""What stages hand each other: every path a stage reads or writes, and the typed files between them.
+"""The typed files stages hand each other: meta.json (convert -> every later stage) and calibration.json.
 
-`STAGES` names, per stage of dvc.yaml, the data it reads and the files it writes; tests/test_contracts.py holds
-dvc.yaml to it (deps, outs, metrics and plots), so the code and the DAG cannot name different files. `Meta` is
-data/processed/<kind>/meta.json, written by `convert` and read by every later stage; `read_calibration` reads
-what `calibrate` wrote, so no stage imports another stage to read its output.
+`Meta` is data/processed/<kind>/meta.json, written by `convert` and read by every later stage;
+`read_calibration` reads what `calibrate` wrote, so no stage imports another stage to read its output.
 """
 from __future__ import annotations
 
@@ -11,45 +9,8 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from pipeline.paths import CALIBRATION, PROCESSED
 from pipeline.pianoroll import Grid
-
-RAW = Path("data/raw")                      # acquire: one folder per source
-PREPARED = Path("data/prepared")            # prepare: selected.parquet, rejects, groups
-PREPARE_REPORT = Path("metrics/prepare.json")
-PROCESSED = Path("data/processed")          # convert: <kind>/ shards, meta.json (and tokenizer.json)
-MODEL = Path("models/model.pt")             # train: the best weights
-LAST = Path("models/last.pt")               # train: the resumable checkpoint
-TRAIN_LOG = Path("metrics/train")           # train: dvclive's metrics.json and plots
-TRAIN_METRICS = TRAIN_LOG / "metrics.json"
-TRAIN_PLOTS = TRAIN_LOG / "plots/metrics"
-CALIBRATION = Path("models/calibration.json")
-SAMPLES = Path("data/samples")              # generate: MIDI, pictures, index.json
-SAMPLE_INDEX = SAMPLES / "index.json"
-EVAL = Path("metrics/eval.json")
-PR_CURVE = Path("metrics/pr_curve.json")
-MUSIC_PNG = Path("metrics/music_distributions.png")
-AUDIO = Path("data/audio")                  # render: WAV files (when FluidSynth is installed)
-REPORT = Path("data/report.html")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """The data a stage reads and the files it writes (code and params are dvc.yaml's business)."""
-    reads: tuple[Path, ...]
-    writes: tuple[Path, ...]
-
-
-STAGES = {
-    "acquire": Stage((), (RAW,)),  # a foreach stage: RAW/<source> per source
-    "prepare": Stage((RAW,), (PREPARED, PREPARE_REPORT)),
-    "convert": Stage((RAW, PREPARED), (PROCESSED,)),
-    "train": Stage((PROCESSED,), (MODEL, LAST, TRAIN_METRICS, TRAIN_PLOTS)),
-    "calibrate": Stage((PROCESSED, MODEL), (CALIBRATION,)),
-    "generate": Stage((PROCESSED, MODEL, CALIBRATION), (SAMPLES,)),
-    "evaluate": Stage((PROCESSED, SAMPLES, MODEL, CALIBRATION), (EVAL, PR_CURVE, MUSIC_PNG)),
-    "render": Stage((SAMPLES,), (AUDIO,)),
-    "report": Stage((SAMPLES, AUDIO, EVAL, MUSIC_PNG), (REPORT,)),
-}
 
 
 def grid_to_dict(grid: Grid) -> dict:

@@ -23,7 +23,8 @@ from pipeline import split as S
 from pipeline.artifacts import iter_bytes
 from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage
-from pipeline.contracts import PREPARED, PROCESSED, RAW, Meta
+from pipeline.contracts import Meta
+from pipeline.paths import PREPARED, PROCESSED, RAW
 from pipeline.midi import part_notes
 from pipeline.parallel import imap, n_workers
 from pipeline.pianoroll import Grid, quantize

@@ -24,7 +24,8 @@ from pipeline.atomic import write_json
 from pipeline.baselines import PROTOCOLS
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
-from pipeline.contracts import EVAL, MUSIC_PNG, PR_CURVE, SAMPLE_INDEX, read_calibration
+from pipeline.contracts import read_calibration
+from pipeline.paths import EVAL, MUSIC_PNG, PR_CURVE, SAMPLE_INDEX
 from pipeline.dataset import Split, data_dir
 from pipeline.rollout import reservoir, window_notes
 

@@ -21,7 +21,8 @@ from pipeline import runtime
 from pipeline.atomic import atomic_path, write_json
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
-from pipeline.contracts import SAMPLES, read_calibration
+from pipeline.contracts import read_calibration
+from pipeline.paths import SAMPLES
 from pipeline.dataset import Split, data_dir, window_starts
 from pipeline.pianoroll import Grid, Notes, densify, to_tracks
 from pipeline.rollout import EMPTY, reservoir, window_notes

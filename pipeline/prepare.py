@@ -16,7 +16,6 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -33,8 +32,8 @@ from pipeline.dedupe import ContentKey, Groups, content_hash_of, song_key
 from pipeline.instruments import infer, is_choral
 from pipeline.midi import MidiError, parse
 from pipeline.parallel import imap, isolated, n_workers
+from pipeline.paths import PREPARE_REPORT, PREPARED, RAW
 
-RAW, OUT, REPORT = Path("data/raw"), Path("data/prepared"), Path("metrics/prepare.json")
 
 SELECTED = pa.schema([
     ("id", pa.string()),          # the sequence: the file id, or "<file id>#<track>" in tracks mode
@@ -462,11 +461,11 @@ def main() -> None:
     if selected.num_rows == 0:
         raise SystemExit(f"prepare: no sequence survived ({rejects.num_rows} rejects, reasons "
                          f"{report['by_reason']})")
-    with atomic_path(OUT) as tmp:
+    with atomic_path(PREPARED) as tmp:
         tmp.mkdir(parents=True)
         pq.write_table(selected, tmp / "selected.parquet", compression="zstd")
         pq.write_table(rejects, tmp / "rejects.parquet", compression="zstd")
-    write_json(REPORT, report)
+    write_json(PREPARE_REPORT, report)
     f = report["files"]
     print(f"prepare: kept {report['sequences']} sequences from {f['selected']} of {f['acquired']} files "
           f"({report['notes']} notes, {report['groups']['total']} groups); rejected {f['rejected']} files; "

@@ -16,9 +16,8 @@ from tqdm import tqdm
 from pipeline import params as P
 from pipeline.atomic import atomic_path, write_json
 from pipeline.cli import run_stage
+from pipeline.paths import AUDIO, SAMPLE_INDEX, SAMPLES
 
-SAMPLES = Path("data/samples")
-OUT = Path("data/audio")
 INSTALL = "install FluidSynth and a GM SoundFont (Debian/Ubuntu: apt install fluidsynth fluid-soundfont-gm)"
 
 
@@ -42,9 +41,9 @@ def render(midi: Path, wav: Path, soundfont: Path, sample_rate: int) -> None:
 def main() -> None:
     p = P.load()
     soundfont = Path(p.render.soundfont)
-    samples = json.loads((SAMPLES / "index.json").read_text())["samples"]
+    samples = json.loads(SAMPLE_INDEX.read_text())["samples"]
     why = missing(soundfont)
-    with atomic_path(OUT) as tmp:
+    with atomic_path(AUDIO) as tmp:
         tmp.mkdir(parents=True)
         rendered = {}
         if why is None:
@@ -58,7 +57,7 @@ def main() -> None:
         print(f"render: skipped: {why}")
     else:
         print(f"render: {len(rendered)} of {len(samples)} samples rendered to WAV "
-              f"({len(samples) - len(rendered)} without notes) -> {OUT}")
+              f"({len(samples) - len(rendered)} without notes) -> {AUDIO}")
 
 
 if __name__ == "__main__":

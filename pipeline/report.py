@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 from html import escape
-from pathlib import Path
 
 from pipeline.atomic import write_bytes
 from pipeline.cli import run_stage
+from pipeline.paths import AUDIO, EVAL, REPORT, SAMPLE_INDEX
 
-SAMPLES, AUDIO, EVAL = Path("data/samples"), Path("data/audio"), Path("metrics/eval.json")
 # evaluate's histograms, linked relative to data/report.html like the samples, so the page's check counts it
 MUSIC_PNG = "../metrics/music_distributions.png"
-OUT = Path("data/report.html")
 PREDICTORS = ("model", "model_tuned", "repeat_last", "pitch_frequency", "pitch_frequency_tuned")
 COLUMNS = (("f1", "F1"), ("f1_macro", "macro F1"), ("onset_f1", "onset F1"), ("accuracy", "accuracy"),
            ("nll_per_frame", "NLL/frame"), ("density_pred", "density"), ("density_true", "true density"))
@@ -138,13 +136,13 @@ def build(ev: dict, samples: dict, audio: dict) -> str:
 
 
 def main() -> None:
-    for path in (EVAL, SAMPLES / "index.json", AUDIO / "index.json"):
+    for path in (EVAL, SAMPLE_INDEX, AUDIO / "index.json"):
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: run `dvc repro` first")
-    html = build(json.loads(EVAL.read_text()), json.loads((SAMPLES / "index.json").read_text()),
+    html = build(json.loads(EVAL.read_text()), json.loads(SAMPLE_INDEX.read_text()),
                  json.loads((AUDIO / "index.json").read_text()))
-    write_bytes(OUT, html.encode())
-    print(f"report: {OUT} (open it in a browser)")
+    write_bytes(REPORT, html.encode())
+    print(f"report: {REPORT} (open it in a browser)")
 
 
 if __name__ == "__main__":

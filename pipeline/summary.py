@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
+from pipeline.paths import EVAL, REPORT
 
 
 def _f(v) -> str:
@@ -42,11 +42,11 @@ def lines(r: dict) -> list[str]:
 
 
 def main() -> None:
-    path = Path("metrics/eval.json")
+    path = EVAL
     if not path.exists():
         sys.exit("no metrics/eval.json yet: run `dvc repro`")
     print("\n".join(lines(json.loads(path.read_text()))))
-    if Path("data/report.html").exists():
+    if REPORT.exists():
         print(f"{'report':>12}: open data/report.html in a browser (pictures, audio, MIDI of every sample)")
 
 

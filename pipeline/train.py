@@ -31,7 +31,7 @@ from pipeline import runtime
 from pipeline import params as P
 from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage
-from pipeline.contracts import LAST, MODEL, TRAIN_LOG
+from pipeline.paths import LAST, MODEL, TRAIN_LOG
 from pipeline.dataset import Split, Windows, data_dir
 from pipeline.model import Seq2Seq
 
