@@ -1,5 +1,5 @@
-"""README's `-S` recipes as a user types them: every documented override parses as the README says, and the
-local-folder recipe, copied verbatim from README.md, runs through bash and DVC on a folder named
+"""The docs' `-S` recipes as a user types them: every override README.md and docs/*.md show parses as they say,
+and the local-folder recipe, copied verbatim from docs/sources.md, runs through bash and DVC on a folder named
 `Pop, Rock/A Hard Day's Night!` (a comma, an apostrophe, a `!`)."""
 from __future__ import annotations
 
@@ -15,27 +15,31 @@ import yaml
 from tests.conftest import FIXTURES, ROOT
 from tests.dvcrepo import TINY, env, make_repo
 
-README = (ROOT / "README.md").read_text()
+DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = "\n".join(p.read_text() for p in DOC_FILES)  # README.md and docs/*.md, where the recipes live
+SOURCES_DOC = (ROOT / "docs" / "sources.md").read_text()  # the local-folder recipe
 FOLDER = "Pop, Rock/A Hard Day's Night!"
 
 
 def readme_recipe() -> str:
-    """The one README command line that sets data.local.path to a folder under /music/ named FOLDER."""
-    lines = [ln.strip() for ln in README.splitlines()
+    """The one command line of the docs that sets data.local.path to a folder under /music/ named FOLDER."""
+    lines = [ln.strip() for ln in DOCS.splitlines()
              if ln.strip().startswith("dvc exp run") and "data.local.path=" in ln and "/music/" in ln]
     assert len(lines) == 1, lines
+    assert lines[0] in SOURCES_DOC  # documented where the local source is
     words = shlex.split(lines[0])
     assert f"data.local.path=\"/music/{FOLDER}\"" in words, words  # the shell hands Hydra the quoted path
     return lines[0]
 
 
 def readme_overrides() -> list[str]:
-    """Every `-S` value the README shows, as the shell passes it to DVC."""
+    """Every `-S` value README.md and docs/*.md show, as the shell passes it to DVC."""
     out = []
-    for span in re.findall(r"`([^`\n]*-S [^`\n]*)`", README) + [
-            ln for ln in README.splitlines() if ln.lstrip().startswith("dvc exp run")]:
-        words = shlex.split(span)
-        out += [w for prev, w in zip(words, words[1:]) if prev == "-S"]
+    for text in (p.read_text() for p in DOC_FILES):  # file by file, so no code span straddles two files
+        for span in re.findall(r"`([^`\n]*-S [^`\n]*)`", text) + [
+                ln for ln in text.splitlines() if ln.lstrip().startswith("dvc exp run")]:
+            words = shlex.split(span)
+            out += [w for prev, w in zip(words, words[1:]) if prev == "-S"]
     return out
 
 
