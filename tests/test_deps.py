@@ -14,7 +14,7 @@ import ast
 import copy
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -124,7 +124,7 @@ class _Imports(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parse(path: Path) -> ast.Module:
     return ast.parse(path.read_text(), filename=str(path))
 
@@ -160,7 +160,7 @@ def imported_files(path: Path, root: Path) -> set[Path]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def resource_files(path: Path, root: Path) -> frozenset[Path]:
     """Non-Python files of the package that a module names in a string literal, next to itself
     (`Path(__file__).with_name("gru_gates.cpp")`, `Path(__file__).parent / "x.json"`) or from the root
@@ -185,7 +185,7 @@ def package_resources(root: Path) -> set[Path]:
             if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts}
 
 
-@lru_cache(maxsize=None)
+@cache
 def closure(module: str, root: Path = ROOT) -> frozenset[str]:
     """The files (relative to root) that running `python -m module` depends on: the modules it imports,
     transitively, and the resources they read; without the exempt modules (not followed) and code-less ones."""
@@ -375,8 +375,8 @@ def test_an_unused_or_exempt_dependency_is_reported_extra():
     dvc = synced(load_dvc_yaml())
     need = {name: needed(stage) for name, stage in dvc["stages"].items()}
     name = min(need, key=lambda n: len(need[n]))  # the stage that imports the least
-    unused = sorted(f for f in (rel(p, ROOT) for p in (ROOT / PACKAGE).glob("*.py"))
-                    if f not in need[name] and f not in EXEMPT and has_code(ROOT / f))[0]
+    unused = min(f for f in (rel(p, ROOT) for p in (ROOT / PACKAGE).glob("*.py"))
+                 if f not in need[name] and f not in EXEMPT and has_code(ROOT / f))
     stage = dvc["stages"][name]
     stage.get("do", stage)["deps"] += [unused, "pipeline/cli.py", "pipeline/gone.py"]
     found = drift(dvc)
