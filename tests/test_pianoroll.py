@@ -153,12 +153,48 @@ def test_midi_to_tokens_to_midi_keeps_every_pitch_and_onset_drums_included(token
     assert got == {(p, s - min(start, 0), d) for p, s, d in _expected(song, DRUM_GRID)}
 
 
-def test_decoding_garbage_tokens_never_raises():
-    tok = tokens.make("REMI", GRID, velocity=False, max_beats=8)
+@pytest.mark.parametrize("grid", [GRID, DRUM_GRID], ids=["pitched", "drums"])
+def test_garbage_tokens_decode_to_well_formed_notes(grid):
+    """A model's free output is any id sequence: what decodes from it must still be notes that densify, sort and
+    write. REMI with no time signature tokens: 4/4 bars of 16 frames; the stream starts in bar 0 (a leading Bar
+    opens it) and each Bar moves at most one bar on, so with b Bars every note starts before frame 16 (b + 1);
+    no duration exceeds max_beats (8 beats = 32 frames)."""
+    tok = tokens.make("REMI", grid, velocity=False, max_beats=8)
+    bar = tok.vocab["Bar_None"]
     rng = np.random.default_rng(0)
+    decoded = 0
     for _ in range(20):
-        notes = tokens.decode(tok, rng.integers(0, len(tok), 64), GRID)
-        assert len(notes.key) == len(notes.start) == len(notes.end)
+        ids = rng.integers(0, len(tok), 64)
+        notes = tokens.decode(tok, ids, grid)
+        k, s, e = notes.key.astype(np.int64), notes.start.astype(np.int64), notes.end.astype(np.int64)
+        assert len(k) == len(s) == len(e) == len(notes.velocity)
+        assert (k < grid.n_keys).all() and (s >= 0).all() and (e > s).all()
+        assert (e - s <= 8 * grid.steps_per_beat).all()
+        assert (s < 16 * (1 + int((ids == bar).sum()))).all()
+        assert (np.diff(s) >= 0).all()  # sorted by start, as densify's search needs
+        drums = k >= grid.n_pitches
+        assert (e[drums] - s[drums] == 1).all()  # a kit has no sustain
+        assert grid.drums or not drums.any()
+        decoded += len(k)
+    assert decoded > 100  # garbage mostly decodes to something: the checks above are not checks of nothing
+
+
+def test_a_garbage_sequence_decodes_to_its_two_well_formed_notes():
+    """Every kind of garbage a model can emit, each with its known effect on what decodes."""
+    tok = tokens.make("REMI", GRID, velocity=False, max_beats=8)
+    seq = ["PAD_None", "BOS_None",           # specials are dropped wherever they are
+           "Bar_None", "Position_4", "Pitch_60", "Duration_1.0.4",  # bar 0, frame 4, one beat: key 60 - 21 = 39
+           "Pitch_109", "Duration_0.1.4",    # a pitch in the vocabulary but above the grid (108): dropped
+           "Pitch_64", "Position_2",         # a pitch with no duration: no note
+           "Duration_2.0.4",                 # a duration with no pitch: nothing
+           "Bar_None", "Bar_None", "Position_0",  # two bars on: frame 32
+           "Pitch_21", "Duration_8.0.4",     # the lowest key for the longest duration, 8 beats: frames 32..64
+           "Pitch_72", "EOS_None"]           # cut off before its duration: no note
+    notes = tokens.decode(tok, [tok.vocab[t] for t in seq], GRID)
+    assert notes.key.tolist() == [39, 0]
+    assert notes.start.tolist() == [4, 32] and notes.end.tolist() == [8, 64]
+    assert tokens.decode(tok, [tok.vocab[t] for t in ["PAD_None", "Duration_1.0.4", "Pitch_60", "EOS_None"]],
+                         GRID).key.tolist() == []  # nothing well-formed: no notes, and no error
 
 
 @pytest.mark.parametrize("tokenizer", ["REMI", "TSD"])
