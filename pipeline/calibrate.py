@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from pipeline import baselines
+from pipeline import baselines, representations
 from pipeline import params as P
 from pipeline import runtime
 from pipeline.atomic import write_json
@@ -30,7 +30,7 @@ def calibrate(model, train: Split, valid: Split, batch_size: int, device) -> dic
     """{"kind", "threshold" and "valid_f1" (None when the representation's steps are not thresholded),
     "baselines": the fitted baselines and the frequency baseline's best valid threshold}. Raises ValueError
     when the valid split has no sounding frame."""
-    L, k, rep = model.cfg.seq_len, train.meta.n_keys, train.rep
+    L, k, rep = model.cfg.seq_len, train.meta.n_keys, representations.of(train.meta.kind)
     fitted = baselines.fit(rep.frame_windows(train, L, batch_size), k)
     freq = torch.tensor(fitted["key_frequency"])
     model_sweep, freq_sweep = new_sweep(model), Sweep()

@@ -17,18 +17,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline import gm, representations, smf
+from pipeline import gm, smf
 from pipeline import params as P
 from pipeline import split as S
 from pipeline.artifacts import iter_bytes
 from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage
+from pipeline.codecs import Codec, codec_of
 from pipeline.contracts import Meta
 from pipeline.paths import PREPARED, PROCESSED, RAW
 from pipeline.midi import part_notes
 from pipeline.parallel import imap, n_workers
 from pipeline.pianoroll import Grid, quantize
-from pipeline.representations import Representation
 
 FORMAT_VERSION = 2
 ROWS_PER_PART = 8192
@@ -42,7 +42,7 @@ COMMON = [
 ]
 
 
-def schema(rep: Representation, velocity: bool) -> pa.Schema:
+def schema(rep: Codec, velocity: bool) -> pa.Schema:
     return pa.schema(COMMON + rep.columns(velocity))
 
 
@@ -51,7 +51,7 @@ def grid_of(r: P.RepresentParams, drums: bool) -> Grid:
 
 
 def encode(item: tuple[str, bytes, list[tuple[str, list[int], list[bool]]]], r: P.RepresentParams,
-           drums: bool, rep: Representation) -> list[dict]:
+           drums: bool, rep: Codec) -> list[dict]:
     """One file's sequences (each its parts, and prepare's drum decision for each) in the representation. Runs
     in a worker. A sequence that encodes to nothing has `data` None."""
     file_id, data, sequences = item
@@ -135,7 +135,7 @@ def run(p: P.Params, out_dir: Path) -> Meta:
             for file_id, data in iter_bytes(RAW / source, ({**f, "id": f["file"]} for f in files)):
                 yield file_id, data, [(s["id"], s["tracks"], s["is_drum"]) for s in by_file[file_id]]
 
-    rep = representations.of(r.kind)
+    rep = codec_of(r.kind)
     shards = Shards(out_dir, schema(rep, r.velocity), Counter(splits.values()))
     totals = {k: Counter() for k in ("sequences", "frames", "notes", *rep.counted)}
     outside, merged, empty = 0, 0, []
@@ -177,7 +177,7 @@ def main() -> None:
         meta = run(p, tmp / kind)
         meta.write(tmp / kind / "meta.json")
     seq, fr = meta.sequences, meta.frames
-    extra = "".join(f", {sum(getattr(meta, k).values())} {k}" for k in representations.of(kind).counted)
+    extra = "".join(f", {sum(getattr(meta, k).values())} {k}" for k in codec_of(kind).counted)
     print(f"convert: {sum(seq.values())} sequences ({sum(fr.values())} frames{extra}) -> {PROCESSED / kind} in "
           f"{len(meta.parts)} shards; train/valid/test {seq['train']}/{seq['valid']}/{seq['test']}; "
           f"{meta.notes_outside_range} notes outside the keys dropped")

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from pipeline import representations
+from pipeline.codecs import codec_of
 from pipeline.contracts import Meta, processed_dir
 from pipeline.pianoroll import Notes
 
@@ -44,19 +44,19 @@ class Split:
     def __init__(self, d: Path, split: str):
         self.dir, self.split = Path(d), split
         self.meta = Meta.read(self.dir)
-        self.rep = representations.of(self.meta.kind)
+        self.codec = codec_of(self.meta.kind)
         self.units: list[tuple[Path, int]] = []
         self.lengths: list[np.ndarray] = []  # steps (frames or tokens) per sequence, per unit
         for path in sorted(self.dir.glob(f"{split}-*.parquet")):
             f = pq.ParquetFile(path)
             for g in range(f.num_row_groups):
                 self.units.append((path, g))
-                self.lengths.append(f.read_row_group(g, columns=[self.rep.length_column]).column(0).to_numpy())
+                self.lengths.append(f.read_row_group(g, columns=[self.codec.length_column]).column(0).to_numpy())
 
     def read(self, unit: int) -> list[tuple[str, object]]:
         """(id, sequence) for the rows of one row group: Notes for piano rolls, an id array for tokens."""
         path, g = self.units[unit]
-        return self.rep.read(path, g, self.meta)
+        return self.codec.read(path, g, self.meta)
 
     def __iter__(self) -> Iterator[tuple[str, object]]:
         for u in range(len(self.units)):
@@ -64,7 +64,7 @@ class Split:
 
     def notes(self) -> Iterator[tuple[str, Notes]]:
         """Every sequence as notes on the grid (token streams decoded): what frame metrics are computed on."""
-        return self.rep.notes(self)
+        return self.codec.notes(self)
 
     @cached_property
     def tokenizer(self):
@@ -80,8 +80,8 @@ class Windows(IterableDataset):
         self.shuffle, self.seed, self.transpose = shuffle, seed, tuple(transpose)
         self.buffer_groups, self.rank, self.world = buffer_groups, rank, world
         self.epoch = 0
-        self.meta, self.rep = split.meta, split.rep
-        self._move = self.rep.transposer(split, self.transpose)
+        self.meta, self.codec = split.meta, split.codec
+        self._move = self.codec.transposer(split, self.transpose)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -116,8 +116,8 @@ class Windows(IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, w])
         for k in range(0, len(mine), self.buffer_groups):
             seqs = [s for u in mine[k:k + self.buffer_groups] for _, s in self.split.read(u)]
-            prepared = [self.rep.prepare(s) for s in seqs]
-            index = [(i, a) for i, s in enumerate(seqs) for a in self.starts(self.rep.length(s))]
+            prepared = [self.codec.prepare(s) for s in seqs]
+            index = [(i, a) for i, s in enumerate(seqs) for a in self.starts(self.codec.length(s))]
             if self.shuffle:
                 rng.shuffle(index)
             for i, a in index:
@@ -126,7 +126,7 @@ class Windows(IterableDataset):
     def item(self, prepared, a: int, rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The (input, target) pair starting at step `a`; transposed when training with `rng`."""
         L = self.seq_len
-        w = self.rep.window(prepared, a, a + 2 * L, self.meta)
+        w = self.codec.window(prepared, a, a + 2 * L, self.meta)
         if self._move is not None and rng is not None:
             w = self._move(w, rng)
         t = torch.from_numpy(w)

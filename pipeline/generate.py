@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from symusic import Score, Tempo
 
-from pipeline import music
+from pipeline import music, representations
 from pipeline import params as P
 from pipeline import runtime
 from pipeline.atomic import atomic_path, write_json
@@ -106,11 +106,12 @@ def main() -> None:
     steps = length_frames(g.length, g.unit, grid)
     draws = torch.Generator(device=device)
     draws.manual_seed(p.seed)
-    sampler = test.rep.sampler(g, meta, read_calibration, model, draws)
+    rep = representations.of(meta.kind)
+    sampler = rep.sampler(g, meta, read_calibration, model, draws)
     model.to(device)
     primes = (seeds(test, L, g.n_samples, p.seed) if g.prime == "test"
               else [("silence", EMPTY, 0)] * g.n_samples)
-    gens = test.rep.continue_notes(model, test, [n for _, n, _ in primes], L, steps, sampler, device)
+    gens = rep.continue_notes(model, test, [n for _, n, _ in primes], L, steps, sampler, device)
     index = []
     with atomic_path(SAMPLES) as tmp:
         (tmp / "rolls").mkdir(parents=True)
@@ -128,7 +129,7 @@ def main() -> None:
                           "generated_frames": steps, "generated_notes": len(gen),
                           "music": music.finite(music.describe(gen, grid, steps))})
         write_json(tmp / "index.json", {"program": meta.program, "prime": g.prime, "sampling": g.sampling,
-                                        "threshold": sampler.threshold if test.rep.thresholded else None,
+                                        "threshold": sampler.threshold if rep.thresholded else None,
                                         "temperature": g.temperature,
                                         "samples": index})
     silent = [s["name"] for s in index if s["generated_notes"] == 0]

@@ -27,7 +27,7 @@ from dvclive import Live
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline import runtime
+from pipeline import representations, runtime
 from pipeline import params as P
 from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage
@@ -42,7 +42,7 @@ def windows(split: str, seq_len: int, stride: int, **kw) -> Windows:
     w = Windows(Split(data_dir(), split), seq_len, stride, **kw)
     if sum(w.count(r) for r in range(w.world)) == 0:
         raise SystemExit(f"train: the {split} split has no sequence of 2 * train.seq_len = {2 * seq_len} "
-                         f"{w.rep.unit} ({w.too_short} are shorter); lower train.seq_len or add data")
+                         f"{w.codec.unit} ({w.too_short} are shorter); lower train.seq_len or add data")
     return w
 
 
@@ -135,7 +135,7 @@ def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, di
     train_set = windows("train", t.seq_len, t.stride, shuffle=True, seed=p.seed, transpose=p.represent.transpose,
                         rank=dist.rank, world=dist.world)
     valid_set = windows("valid", t.seq_len, t.seq_len)
-    meta, rep = train_set.meta, train_set.rep
+    meta, rep = train_set.meta, representations.of(train_set.meta.kind)
     train_loader = DataLoader(train_set, batch_size=t.batch_size, num_workers=t.loader_workers,
                               pin_memory=device.type == "cuda")
     valid_loader = DataLoader(valid_set, batch_size=t.batch_size)

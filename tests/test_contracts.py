@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from pipeline import paths, representations
+from pipeline.codecs import CODECS, codec_of
 from pipeline.contracts import Meta
 from pipeline.pianoroll import Grid, Notes
 from pipeline.representations.base import Representation
@@ -96,6 +97,11 @@ def test_every_representation_implements_the_whole_interface(kind):
     abstract = {n for n, f in inspect.getmembers(Representation) if getattr(f, "__isabstractmethod__", False)}
     assert abstract and all(not getattr(getattr(type(rep), n), "__isabstractmethod__", False) for n in abstract)
     assert rep.unit in ("frames", "tokens") and rep.length_column.startswith("n_")
+    assert isinstance(rep, type(codec_of(kind)))  # the codec convert and the loader use is this one's own
+
+
+def test_every_representation_has_its_codec_and_no_codec_is_orphaned():
+    assert set(representations.KINDS) == set(CODECS)
 
 
 def test_an_unknown_representation_is_named_in_the_error():
@@ -106,7 +112,7 @@ def test_an_unknown_representation_is_named_in_the_error():
 @pytest.mark.parametrize("kind", sorted(representations.KINDS))
 def test_transposition_keeps_every_pitch_in_range_and_is_off_at_zero(kind, tmp_path):
     """The same rule for both kinds: a shift within the bounds that keeps the lowest and highest pitch in range."""
-    from pipeline.representations.base import transpose_shift
+    from pipeline.codecs import transpose_shift
 
     rng = np.random.default_rng(0)
     shifts = {transpose_shift(2, 85, 87, (-3, 3), rng) for _ in range(200)}

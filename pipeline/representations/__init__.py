@@ -1,8 +1,8 @@
 """Representations: how music becomes a model's steps and back again, one class per kind.
 
-`of(kind)` is the one place that maps `represent.kind` (and meta.json's `kind`) to its class; stages ask the
-representation and never branch on the name. A new representation is one module with a `Representation`
-subclass plus one line in KINDS.
+Each is its codec (pipeline/codecs.py: storage and windows) plus what the model-facing stages need. `of(kind)`
+maps `represent.kind` (and meta.json's `kind`) to its class; stages ask the representation and never branch on
+the name. A new representation is a codec and a `Representation` subclass, one line in each registry.
 """
 from __future__ import annotations
 

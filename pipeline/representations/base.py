@@ -12,75 +12,25 @@ Shapes: a piano-roll step is a frame (features,) of 0/1 cells; a token step is o
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Callable, ClassVar
 
-import numpy as np
+from pipeline.codecs import Codec
 
 if TYPE_CHECKING:
-    import pyarrow as pa
     import torch
 
     from pipeline import params as P
     from pipeline.contracts import Meta
     from pipeline.dataset import Split
     from pipeline.model import Config, Seq2Seq
-    from pipeline.pianoroll import Grid, Notes
+    from pipeline.pianoroll import Notes
     from pipeline.sampling import Sampler
 
 
-def transpose_shift(lowest: int, highest: int, top: int, bounds: tuple[int, int], rng: np.random.Generator) -> int:
-    """A random shift in `bounds` (semitones, inclusive) that keeps keys lowest..highest inside 0..top; 0 when
-    no shift fits. One draw from `rng` whenever some shift fits."""
-    lo, hi = max(bounds[0], -lowest), min(bounds[1], top - highest)
-    return int(rng.integers(lo, hi + 1)) if lo <= hi else 0
-
-
-class Representation(ABC):
-    kind: ClassVar[str]
-    unit: ClassVar[str]            # what one step is: "frames" or "tokens"
-    length_column: ClassVar[str]   # the Parquet column with each sequence's length in steps
-    counted: ClassVar[tuple[str, ...]] = ()  # extra per-split totals in meta.json (row column n_<name>)
+class Representation(Codec):
+    """A codec (how the kind is stored and read) plus everything the model-facing stages need of it."""
     width_name: ClassVar[str]      # what n_features measures, for error messages
     thresholded: ClassVar[bool]    # steps are cells decided against a threshold (calibrate fits one)
-
-    # --- convert ---------------------------------------------------------------------------------------------
-    @abstractmethod
-    def columns(self, velocity: bool) -> list[tuple[str, "pa.DataType"]]:
-        """The Parquet columns holding a sequence, after the common ones."""
-
-    @abstractmethod
-    def encode(self, notes: "Notes", grid: "Grid", r: "P.RepresentParams") -> dict | None:
-        """A sequence's values for `columns` (and n_<counted>), or None when it encodes to nothing."""
-
-    @abstractmethod
-    def finish(self, r: "P.RepresentParams", grid: "Grid", out_dir) -> dict:
-        """Meta fields this representation adds (and files it writes beside the shards, e.g. a tokenizer)."""
-
-    # --- reading and training windows ------------------------------------------------------------------------
-    @abstractmethod
-    def read(self, path, group: int, meta: "Meta") -> list[tuple[str, object]]:
-        """(id, sequence) for the rows of one row group of a shard."""
-
-    @abstractmethod
-    def notes(self, split: "Split") -> Iterator[tuple[str, "Notes"]]:
-        """Every sequence of a split as notes on the grid: what frame metrics and music statistics use."""
-
-    @abstractmethod
-    def length(self, seq) -> int:
-        """A sequence's length in steps."""
-
-    def prepare(self, seq):
-        """What `window` cuts from (computed once per sequence)."""
-        return seq
-
-    @abstractmethod
-    def window(self, prepared, a: int, b: int, meta: "Meta") -> np.ndarray:
-        """Steps [a, b) of a prepared sequence: (b - a, features) booleans or (b - a,) ids."""
-
-    @abstractmethod
-    def transposer(self, split: "Split", bounds: tuple[int, int]) -> Callable | None:
-        """fn(window, rng) -> the window moved by a random shift in `bounds` semitones that keeps every pitch in
-        range, or None when `bounds` is (0, 0)."""
 
     # --- the model --------------------------------------------------------------------------------------------
     @abstractmethod

@@ -7,11 +7,8 @@ or a NADE); its steps are cells decided against a threshold or sampled, so `cali
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterator
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -19,17 +16,11 @@ from tqdm import tqdm
 from pipeline import losses
 from pipeline.metrics import FrameCounts, nll_from_logits, sounding
 from pipeline.pianoroll import Notes, densify, from_roll
-from pipeline.representations.base import Representation, Validation, transpose_shift
+from pipeline.codecs import PianoRollCodec
+from pipeline.representations.base import Representation, Validation
 from pipeline.rollout import continue_roll
 from pipeline.sampling import Sampler
 from pipeline.scoring import Truth, add_to_sweep, new_sweep, pr_rows, score_baselines, table
-
-
-def flat_column(t: pa.Table, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """A list column's values and offsets (from 0), zero-copy where Arrow allows."""
-    col = t.column(name).combine_chunks()
-    offsets = col.offsets.to_numpy()
-    return col.flatten().to_numpy(), offsets - offsets[0]
 
 
 def roll_notes(frames: np.ndarray, n_keys: int) -> Notes:
@@ -73,68 +64,9 @@ class RollValidation(Validation):
                 f"(true {v['density_true']:.2f})")
 
 
-class PianoRoll(Representation):
-    kind = "pianoroll"
-    unit = "frames"
-    length_column = "n_frames"
+class PianoRoll(PianoRollCodec, Representation):
     width_name = "frame width (keys x planes)"
     thresholded = True
-
-    def columns(self, velocity: bool) -> list:
-        return [("key", pa.list_(pa.uint8())), ("start", pa.list_(pa.int32())), ("end", pa.list_(pa.int32()))] + (
-            [("velocity", pa.list_(pa.uint8()))] if velocity else [])
-
-    def encode(self, notes, grid, r) -> dict:
-        out = {"key": notes.key, "start": notes.start, "end": notes.end}
-        if r.velocity:
-            out["velocity"] = notes.velocity
-        return out
-
-    def finish(self, r, grid, out_dir) -> dict:
-        return {"features": grid.n_keys * (2 if r.onsets else 1)}
-
-    def read(self, path, group, meta) -> list:
-        cols = ["id", "key", "start", "end"] + (["velocity"] if meta.velocity else [])
-        t = pq.ParquetFile(path).read_row_group(group, columns=cols)
-        flat = {c: flat_column(t, c) for c in cols[1:]}
-        off = flat["key"][1]
-        out = []
-        for k, i in enumerate(t.column("id").to_pylist()):
-            a, b = off[k], off[k + 1]
-            vel = flat["velocity"][0][a:b] if "velocity" in flat else None
-            out.append((i, Notes(flat["key"][0][a:b], flat["start"][0][a:b], flat["end"][0][a:b], vel)))
-        return out
-
-    def notes(self, split) -> Iterator:
-        yield from split
-
-    def length(self, seq) -> int:
-        return seq.n_frames
-
-    def prepare(self, seq):
-        # the longest note bounds the search for notes sounding into a window
-        return seq, int((seq.end - seq.start).max()) if len(seq) else 0
-
-    def window(self, prepared, a, b, meta) -> np.ndarray:
-        notes, max_len = prepared
-        return densify(notes, meta.n_keys, a, b, max_len=max_len, onsets=meta.onsets).astype(np.float32)
-
-    def transposer(self, split, bounds):
-        if tuple(bounds) == (0, 0):
-            return None
-        meta = split.meta
-        n_p, planes = meta.n_pitches, (0, meta.n_keys) if meta.onsets else (0,)
-
-        def move(roll: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-            used = np.nonzero(roll[:, :n_p].any(0))[0]
-            if not len(used):
-                return roll
-            k = transpose_shift(int(used[0]), int(used[-1]), n_p - 1, bounds, rng)
-            if k:
-                for base in planes:
-                    roll[:, base:base + n_p] = np.roll(roll[:, base:base + n_p], k, axis=1)
-            return roll
-        return move
 
     def n_features(self, meta) -> int:
         return meta.features

@@ -7,12 +7,8 @@ piano roll's; next_token (NLL and accuracy beside the unigram model of the train
 from __future__ import annotations
 
 from collections import defaultdict
-from functools import lru_cache
-from typing import Iterator
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -20,19 +16,11 @@ from tqdm import tqdm
 
 from pipeline.metrics import FrameCounts
 from pipeline.pianoroll import densify
-from pipeline.representations.base import Representation, Validation, transpose_shift
-from pipeline.representations.pianoroll import flat_column
+from pipeline.codecs import TokenCodec
+from pipeline.representations.base import Representation, Validation
 from pipeline.rollout import continue_tokens, window_notes
 from pipeline.sampling import Sampler
 from pipeline.scoring import Truth, score_baselines, table
-
-
-@lru_cache(maxsize=2)
-def _tokenizer(r, grid):
-    """The tokenizer for `represent.*` on `grid`: made once per process (convert's workers encode many files)."""
-    from pipeline import tokens
-
-    return tokens.make(r.tokenizer, grid, r.velocity, r.max_shift_beats)
 
 
 class FrameWindows:
@@ -72,63 +60,9 @@ class TokenValidation(Validation):
         return f"valid accuracy {v['accuracy']:.3f}"
 
 
-class Tokens(Representation):
-    kind = "tokens"
-    unit = "tokens"
-    length_column = "n_tokens"
-    counted = ("tokens",)
+class Tokens(TokenCodec, Representation):
     width_name = "vocabulary"
     thresholded = False
-
-    def columns(self, velocity: bool) -> list:
-        return [("n_tokens", pa.int32()), ("tokens", pa.list_(pa.uint16()))]
-
-    def encode(self, notes, grid, r) -> dict | None:
-        from pipeline import tokens
-
-        ids = tokens.encode(_tokenizer(r, grid), notes, grid).astype(np.uint16)
-        return {"n_tokens": len(ids), "tokens": ids} if len(ids) else None
-
-    def finish(self, r, grid, out_dir) -> dict:
-        tok = _tokenizer(r, grid)
-        tok.save(out_dir / "tokenizer.json")
-        return {"tokenizer": r.tokenizer, "vocab_size": len(tok), "pad_id": int(tok.pad_token_id)}
-
-    def read(self, path, group, meta) -> list:
-        t = pq.ParquetFile(path).read_row_group(group, columns=["id", "tokens"])
-        ids, off = flat_column(t, "tokens")
-        return [(i, ids[off[k]:off[k + 1]].astype(np.int64)) for k, i in enumerate(t.column("id").to_pylist())]
-
-    def notes(self, split) -> Iterator:
-        from pipeline import tokens
-
-        tok, grid = split.tokenizer, split.meta.grid
-        for i, ids in split:
-            yield i, tokens.decode(tok, ids, grid)
-
-    def length(self, seq) -> int:
-        return len(seq)
-
-    def window(self, prepared, a, b, meta) -> np.ndarray:
-        return np.ascontiguousarray(prepared[a:b])
-
-    def transposer(self, split, bounds):
-        if tuple(bounds) == (0, 0):
-            return None
-        from pipeline import tokens
-
-        pitch, shifted = tokens.pitch_table(split.tokenizer), tokens.transposer(split.tokenizer)
-        grid = split.meta.grid
-
-        def move(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-            p = pitch[ids]
-            p = p[p >= 0]
-            if not len(p):
-                return ids
-            k = transpose_shift(int(p.min()) - grid.pitch_low, int(p.max()) - grid.pitch_low, grid.n_pitches - 1,
-                                bounds, rng)
-            return shifted[ids, 64 + k] if k else ids
-        return move
 
     def n_features(self, meta) -> int:
         return meta.vocab_size
