@@ -47,10 +47,6 @@ def programs_for(items: Iterable[str | int]) -> frozenset[int]:
     return frozenset(keys)
 
 
-def track_key(program: int, is_drum: bool) -> int:
-    return DRUM_KEY if is_drum else program
-
-
 # Drum kits as a few classes instead of 47 pitches: hits that play the same role share a class (after the
 # grouping used for drum modelling since MusicVAE). Each class is written back as its first pitch.
 DRUM_CLASSES: dict[str, tuple[int, ...]] = {

@@ -15,6 +15,12 @@ from pipeline.sampling import Sampler
 
 T = TypeVar("T")
 
+# A token model's windows per continuation before it is cut off: enough for a stream of mostly time-shift tokens
+# to pass the frames asked for (a window of seq_len tokens covers at least a bar of dense chorale texture), and
+# a bound on a model that never advances time. What is cut short shows as fewer generated notes, not an error.
+MIN_TOKEN_WINDOWS = 8
+TOKEN_WINDOWS_PER_SEED_WINDOW = 4
+
 EMPTY = Notes(np.zeros(0, np.uint8), np.zeros(0, np.int32), np.zeros(0, np.int32))
 
 
@@ -56,10 +62,10 @@ def continue_roll(model, seed: torch.Tensor, steps: int, sampler=None) -> torch.
 
 @torch.no_grad()
 def continue_tokens(model, tokenizer, grid: Grid, seeds: list[Notes], seed_frames: int, frames: int,
-                    pad_id: int, device, max_windows: int = 8, sampler=None) -> list[Notes]:
+                    pad_id: int, device, sampler=None) -> list[Notes]:
     """Per seed (notes in frames [0, seed_frames)), the notes the model writes in [seed_frames,
     seed_frames + frames): token windows are generated until the decoded music passes that span (or after
-    `max_windows` windows), then decoded with the seed so times are absolute. Tokens are chosen by `sampler`
+    MIN_TOKEN_WINDOWS, or TOKEN_WINDOWS_PER_SEED_WINDOW per seed_frames asked for, windows), then decoded with the seed so times are absolute. Tokens are chosen by `sampler`
     (default: the most likely one)."""
     from pipeline import tokens
 
@@ -67,7 +73,7 @@ def continue_tokens(model, tokenizer, grid: Grid, seeds: list[Notes], seed_frame
     ids = [list(tokens.encode(tokenizer, s, grid)) for s in seeds]
     done = [False] * len(seeds)
     out = [EMPTY] * len(seeds)
-    for _ in range(max_windows):
+    for _ in range(max(MIN_TOKEN_WINDOWS, TOKEN_WINDOWS_PER_SEED_WINDOW * frames // seed_frames)):
         todo = [i for i, d in enumerate(done) if not d]
         if not todo:
             break

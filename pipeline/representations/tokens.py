@@ -23,11 +23,16 @@ from pipeline.sampling import Sampler
 from pipeline.scoring import Truth, score_baselines, table
 
 
-class FrameWindows:
-    """Frame windows (x, y) of a token split's decoded sequences, one window per batch, at most `limit` of them:
-    what frame baselines and thresholds are fitted on (decoding is slow, and the frequencies settle early)."""
+# Decoded frame windows the frame baselines of a token model are fitted on: decoding is slow (MidiTok, a
+# sequence at a time), and per-key frequencies and repeat rates settle long before 2,000 windows (64,000 frames).
+FRAME_WINDOWS_FITTED = 2000
 
-    def __init__(self, split, L: int, onsets: bool = True, limit: int = 2000):
+
+class FrameWindows:
+    """Frame windows (x, y) of a token split's decoded sequences, one window per batch, the first `limit` of
+    them: what frame baselines are fitted on."""
+
+    def __init__(self, split, L: int, onsets: bool = True, limit: int = FRAME_WINDOWS_FITTED):
         self.split, self.L, self.onsets, self.limit = split, L, onsets, limit
 
     def __iter__(self):
@@ -89,8 +94,7 @@ class Tokens(TokenCodec, Representation):
 
     def continue_notes(self, model, split, seeds, seed_frames, frames, sampler, device) -> list:
         return continue_tokens(model, split.tokenizer, split.meta.grid, seeds, seed_frames, frames,
-                               split.meta.pad_id, device, max_windows=max(8, 4 * frames // seed_frames),
-                               sampler=sampler)
+                               split.meta.pad_id, device, sampler=sampler)
 
     def frame_windows(self, split, seq_len, batch_size):
         return FrameWindows(split, seq_len)
