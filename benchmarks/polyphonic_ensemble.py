@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from polyphonic import Counts  # this folder is on sys.path when the script runs
 
 

@@ -145,8 +145,8 @@ def heads(rounds: int = 5) -> None:
 def time_to_quality(budget_s: float) -> None:
     from torch.utils.data import DataLoader
 
-    from pipeline.dataset import Split, Windows, data_dir
     from pipeline.baselines import repeat_last
+    from pipeline.dataset import Split, Windows, data_dir
     from pipeline.metrics import FrameCounts, sounding
 
     d = data_dir()

@@ -13,15 +13,14 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from pipeline import baselines, representations
+from pipeline import baselines, representations, runtime
 from pipeline import params as P
-from pipeline import runtime
 from pipeline.atomic import write_json
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
-from pipeline.paths import CALIBRATION
 from pipeline.dataset import Split, data_dir
 from pipeline.metrics import Sweep, sounding, sounding_prob
+from pipeline.paths import CALIBRATION
 from pipeline.scoring import add_to_sweep, new_sweep
 
 

@@ -7,8 +7,8 @@ import torch
 
 from pipeline import representations
 from pipeline.contracts import Meta
-from pipeline.paths import MODEL
 from pipeline.model import Seq2Seq
+from pipeline.paths import MODEL
 
 
 def load_model(meta: Meta, path: Path = MODEL) -> Seq2Seq:

@@ -25,9 +25,9 @@ from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage
 from pipeline.codecs import Codec, codec_of
 from pipeline.contracts import Meta
-from pipeline.paths import PREPARED, PROCESSED, RAW
 from pipeline.midi import part_notes
 from pipeline.parallel import imap, n_workers
+from pipeline.paths import PREPARED, PROCESSED, RAW
 from pipeline.pianoroll import Grid, quantize
 
 FORMAT_VERSION = 2

@@ -17,16 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import distributions, music, music_plot, representations
+from pipeline import distributions, music, music_plot, representations, runtime
 from pipeline import params as P
-from pipeline import runtime
 from pipeline.atomic import write_json
 from pipeline.baselines import PROTOCOLS
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
 from pipeline.contracts import read_calibration
-from pipeline.paths import EVAL, MUSIC_PNG, PR_CURVE, SAMPLE_INDEX
 from pipeline.dataset import Split, data_dir
+from pipeline.paths import EVAL, MUSIC_PNG, PR_CURVE, SAMPLE_INDEX
 from pipeline.rollout import reservoir, window_notes
 
 

@@ -15,15 +15,14 @@ import numpy as np
 import torch
 from symusic import Score, Tempo
 
-from pipeline import music, representations
+from pipeline import music, representations, runtime
 from pipeline import params as P
-from pipeline import runtime
 from pipeline.atomic import atomic_path, write_json
 from pipeline.checkpoint import load_model
 from pipeline.cli import run_stage
 from pipeline.contracts import read_calibration
-from pipeline.paths import SAMPLES
 from pipeline.dataset import Split, data_dir, window_starts
+from pipeline.paths import SAMPLES
 from pipeline.pianoroll import Grid, Notes, densify, to_tracks
 from pipeline.rollout import EMPTY, reservoir, window_notes
 

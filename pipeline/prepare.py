@@ -34,7 +34,6 @@ from pipeline.midi import MidiError, parse
 from pipeline.parallel import imap, isolated, n_workers
 from pipeline.paths import PREPARE_REPORT, PREPARED, RAW
 
-
 SELECTED = pa.schema([
     ("id", pa.string()),          # the sequence: the file id, or "<file id>#<track>" in tracks mode
     ("file", pa.string()), ("source", pa.string()), ("artifact", pa.string()), ("member", pa.string()),

@@ -27,13 +27,13 @@ from dvclive import Live
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline import representations, runtime
 from pipeline import params as P
+from pipeline import representations, runtime
 from pipeline.atomic import atomic_path
 from pipeline.cli import run_stage
-from pipeline.paths import LAST, MODEL, TRAIN_LOG
 from pipeline.dataset import Split, Windows, data_dir
 from pipeline.model import Seq2Seq
+from pipeline.paths import LAST, MODEL, TRAIN_LOG
 
 LIVE = TRAIN_LOG
 

@@ -1,12 +1,11 @@
 import numpy as np
 import pytest
 
-from pipeline import gm, tokens
+from pipeline import gm, smf, tokens
 from pipeline.generate import TICKS_PER_FRAME, to_midi
-from pipeline.representations.pianoroll import roll_notes
-from pipeline import smf
 from pipeline.midi import parse, part_notes
 from pipeline.pianoroll import Grid, Notes, densify, from_roll, quantize
+from pipeline.representations.pianoroll import roll_notes
 from tests.conftest import real_files
 
 GRID = Grid(steps_per_beat=4, pitch_low=21, pitch_high=108)

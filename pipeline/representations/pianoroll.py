@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline import losses
+from pipeline.codecs import PianoRollCodec
 from pipeline.metrics import FrameCounts, nll_from_logits, sounding
 from pipeline.pianoroll import Notes, densify, from_roll
-from pipeline.codecs import PianoRollCodec
 from pipeline.representations.base import Representation, Validation
 from pipeline.rollout import continue_roll
 from pipeline.sampling import Sampler

@@ -14,14 +14,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pipeline.codecs import TokenCodec
 from pipeline.metrics import FrameCounts
 from pipeline.pianoroll import densify
-from pipeline.codecs import TokenCodec
 from pipeline.representations.base import Representation, Validation
 from pipeline.rollout import continue_tokens, window_notes
 from pipeline.sampling import Sampler
 from pipeline.scoring import Truth, score_baselines, table
-
 
 # Decoded frame windows the frame baselines of a token model are fitted on: decoding is slow (MidiTok, a
 # sequence at a time), and per-key frequencies and repeat rates settle long before 2,000 windows (64,000 frames).
