@@ -225,7 +225,7 @@ def _format(err: ValidationError, origin: str) -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "missing":
-            msg = f"missing key (every key is required; {PROJECT_PARAMS.name} of the project has its default)"
+            msg = "missing key (the project's params.yaml has every key, with its default)"
         lines.append(f"  {key}: {msg}")
     return "\n".join(lines)
 
