@@ -2,15 +2,15 @@
 
 Usage: python -m pipeline.acquire <source>
 
-Sources that are rendered or copied (music21, local) are stored in Parquet shards and their folder is swapped
-in whole when done. Downloaded sources (maestro, lakh, bitmidi) keep what they fetched as the artifact: their
-folder persists between runs (`persist: true` in dvc.yaml), so a killed download resumes from its `.part`, a
-verified archive is never fetched twice, and only the manifest is rewritten.
+The sources are those of `pipeline/sources/registry.py`. A source that renders or copies (`downloads` false:
+music21, local) is stored in Parquet shards and its folder is swapped in whole when done. A downloading source
+(maestro, lakh, bitmidi) keeps what it fetched as the artifact: its folder persists between runs (`persist: true`
+in dvc.yaml), so a killed download resumes from its `.part`, a verified archive is never fetched twice, and only
+the manifest is rewritten.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import sys
 from collections import Counter
@@ -24,44 +24,21 @@ from tqdm import tqdm
 from pipeline import params as P
 from pipeline.atomic import atomic_path, write_parquet
 from pipeline.cli import run_stage
-from pipeline.http import Client, HttpConfig
 from pipeline.manifest import MANIFEST, META_COLUMNS, SKIPPED, Item, Skip, make_id
 from pipeline.shards import ShardWriter
+from pipeline.sources.base import Context
+from pipeline.sources.registry import REGISTRY
 
 RAW = Path("data/raw")
-DOWNLOADED = ("maestro", "lakh", "bitmidi")
 KEEP = {"manifest.parquet", "skipped.parquet"}
 
 
 def source_entries(source: str, p: P.Params, out_dir: Path) -> Iterable[Item | Skip]:
-    max_bytes = int(p.data.max_file_mb * 2**20)
-    h = p.data.http
-    http = Client(HttpConfig(h.user_agent, h.timeout_s, h.retries, h.backoff_s))
-    if source == "music21":
-        from pipeline.sources.music21_corpus import iter_corpus
-
-        m = p.data.music21
-        return iter_corpus(m.composers, m.max_files, workers=os.cpu_count() or 1)
-    if source == "local":
-        from pipeline.sources.local import iter_local
-
-        return iter_local(p.data.local.path, max_bytes)
-    if source == "maestro":
-        from pipeline.sources.maestro import iter_maestro
-
-        return iter_maestro(p.data.maestro.url, p.data.maestro.checksum, http, out_dir, max_bytes)
-    if source == "lakh":
-        from pipeline.sources.lakh import iter_lakh
-
-        return iter_lakh(p.data.lakh.url, p.data.lakh.checksum, http, out_dir, max_bytes)
-    if source == "bitmidi":
-        from pipeline.sources.bitmidi import BitmidiConfig, iter_bitmidi
-
-        b = p.data.bitmidi
-        polite = Client(HttpConfig(b.user_agent, h.timeout_s, h.retries, h.backoff_s, b.requests_per_second))
-        cfg = BitmidiConfig(b.base_url, b.max_files, b.page_size, b.respect_robots, b.user_agent)
-        return iter_bitmidi(cfg, polite, out_dir, max_bytes)
-    raise ValueError(f"unknown source {source!r}")
+    """The registered source's entries for its data.<source> params, with artifacts written under `out_dir`."""
+    if source not in REGISTRY:
+        raise ValueError(f"unknown source {source!r}")
+    ctx = Context(out_dir, int(p.data.max_file_mb * 2**20), p.data.http)
+    return REGISTRY[source].entries(getattr(p.data, source), ctx)
 
 
 def store(source: str, entries: Iterable[Item | Skip], out_dir: Path, max_bytes: int) -> tuple[pa.Table, pa.Table]:
@@ -113,7 +90,7 @@ def main(argv: list[str]) -> None:
         sys.exit(f"acquire: source {source!r} is not in data.sources {p.data.sources}")
     max_bytes = int(p.data.max_file_mb * 2**20)
     out = RAW / source
-    if source in DOWNLOADED:
+    if REGISTRY[source].downloads:
         out.mkdir(parents=True, exist_ok=True)
         manifest, skipped = store(source, source_entries(source, p, out), out, max_bytes)
         write_parquet(out / "skipped.parquet", skipped)

@@ -1,13 +1,20 @@
 import hashlib
+import shutil
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
+from pipeline import params as P
 from pipeline.acquire import store
 from pipeline.manifest import Item, Skip
 from pipeline.artifacts import iter_bytes
 from pipeline.sources.local import LocalSourceError, iter_local
 from pipeline.sources.music21_corpus import corpus_collections, list_works, render
+from pipeline.sources.registry import MODULES, REGISTRY
+from tests.conftest import ROOT
 
 
 def test_local_store_writes_shards_and_a_manifest_with_verified_bytes(midi_folder, tmp_path):
@@ -105,3 +112,64 @@ def test_batches_name_where_files_lie_and_read_back_exactly_the_wanted_ones(tmp_
             assert not any(b.blobs for b in batches) and all(b.members for b in batches)
         else:
             assert all(len(b.blobs) == len(b) for b in batches)
+
+
+def test_the_registry_lists_every_source_and_params_yaml_has_a_section_for_each():
+    defines_a_source = {p.stem for p in (ROOT / "pipeline" / "sources").glob("*.py") if "\nSOURCE = " in p.read_text()}
+    assert defines_a_source == set(MODULES)
+    assert list(REGISTRY) == ["music21", "local", "maestro", "lakh", "bitmidi"]
+    assert {name for name, s in REGISTRY.items() if s.downloads} == {"maestro", "lakh", "bitmidi"}
+    assert set(P.defaults()["data"]) == {"sources", "max_file_mb", "http", *REGISTRY}
+
+
+EXTRA_SOURCE = '''"""A source made up by a test: `n` small files, made in memory (acquire stores bytes, it does not parse them)."""
+from __future__ import annotations
+
+from pydantic import Field
+
+from pipeline.manifest import Item
+from pipeline.schema import Strict
+from pipeline.sources.base import Source
+
+
+class TinyParams(Strict):
+    n: int = Field(ge=1)
+
+
+def _entries(p, ctx):
+    for i in range(p.n):
+        yield Item(f"tune{i}.mid", f"MThd tune {i}".encode(), {"title": f"tune {i}"})
+
+
+SOURCE = Source("tiny", TinyParams, _entries, downloads=False)
+'''
+
+
+def test_a_new_source_is_one_module_and_one_registry_line(tmp_path):
+    """In a copy of the package: params validation and acquire take the new source with no other edit."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    (repo / "pipeline" / "sources" / "tiny.py").write_text(EXTRA_SOURCE)
+    registry = repo / "pipeline" / "sources" / "registry.py"
+    line = '    "bitmidi",\n'
+    assert registry.read_text().count(line) == 1
+    registry.write_text(registry.read_text().replace(line, line + '    "tiny",\n'))
+
+    def acquire(data: dict) -> subprocess.CompletedProcess:
+        params = P.defaults()
+        params["data"].update(data)
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        return subprocess.run([sys.executable, "-m", "pipeline.acquire", "tiny"], cwd=repo, capture_output=True,
+                              text=True)
+
+    for data, error in [({"sources": ["tiny"]}, "  data.tiny: missing key"),
+                        ({"sources": ["tiny"], "tiny": {"n": 0}}, "  data.tiny.n: Input should be greater than"),
+                        ({"sources": ["tiny"], "tiny": {"n": 2, "m": 1}}, "  data.tiny.m: unknown key")]:
+        proc = acquire(data)
+        assert proc.returncode != 0 and error in proc.stderr, proc.stderr
+    assert not (repo / "data").exists()  # refused before any work
+
+    proc = acquire({"sources": ["tiny"], "tiny": {"n": 3}})
+    assert proc.returncode == 0, proc.stderr
+    rows = pq.read_table(repo / "data" / "raw" / "tiny" / "manifest.parquet").to_pylist()
+    assert [(r["id"], r["title"]) for r in rows] == [(f"tiny/tune{i}.mid", f"tune {i}") for i in range(3)]

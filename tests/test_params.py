@@ -5,27 +5,36 @@ from pipeline import params as P
 from tests.conftest import ROOT
 
 
-def test_repo_params_yaml_is_valid_and_matches_the_documented_defaults():
+def test_repo_params_yaml_is_valid_and_is_the_defaults_parse_fills_in():
     loaded = P.load(ROOT / "params.yaml")
-    assert loaded == P.Params()  # params.yaml spells out every default the schema holds
+    assert P.parse({}) == loaded
+    assert P.parse({"train": {"epochs": 3}}) == loaded.model_copy(
+        update={"train": loaded.train.model_copy(update={"epochs": 3})})
 
 
-def _keys(model_cls, prefix=""):
-    for name, field in model_cls.model_fields.items():
-        sub = field.annotation
-        if isinstance(sub, type) and issubclass(sub, P.BaseModel):
-            yield from _keys(sub, f"{prefix}{name}.")
+def _leaves(node: dict, prefix: str = ""):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
         else:
-            yield f"{prefix}{name}"
+            yield f"{prefix}{key}"
 
 
-def test_params_yaml_spells_out_every_key_of_the_schema():
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key in _keys(P.Params):
-        node = raw
-        for part in key.split("."):
-            assert isinstance(node, dict) and part in node, f"params.yaml lacks {key}"
-            node = node[part]
+def _without(raw: dict, dotted: str) -> dict:
+    *path, last = dotted.split(".")
+    node = raw
+    for part in path:
+        node = node[part]
+    del node[last]
+    return raw
+
+
+@pytest.mark.parametrize("key", list(_leaves(P.defaults())))
+def test_every_key_is_required_so_params_yaml_is_the_only_default(key):
+    """The schema holds no default of its own: a params file that leaves a key out fails, naming it."""
+    with pytest.raises(P.ParamsError) as err:
+        P.validate(_without(P.defaults(), key))
+    assert f"  {key}: missing key" in str(err.value), str(err.value)
 
 
 @pytest.mark.parametrize("raw, key, words", [
@@ -37,7 +46,7 @@ def test_params_yaml_spells_out_every_key_of_the_schema():
     ({"data": {"sources": ["napster"]}}, "data.sources", "unknown source"),
     ({"filter": {"instruments": ["kazoo"]}}, "filter.instruments", "unknown instrument 'kazoo'"),
     ({"filter": {"instruments": [130]}}, "filter.instruments", "outside 0..127"),
-    ({"data": {"sources": ["local"]}}, "data", "data.local.path must be set"),
+    ({"data": {"sources": ["local"]}}, "data.local", "data.local.path must be set"),
     ({"data": {"music21": {"composers": ["nobody"]}}}, "data.music21", "composers: unknown music21 corpus"),
     ({"split": {"valid": 0.5, "test": 0.5}}, "split", "leave a train share"),
     ({"train": {"loss": "mse"}}, "train.loss", "'bce' or 'focal'"),

@@ -1,1 +1,2 @@
-"""Corpus sources. Each is a generator of `Item`s (MIDI bytes + metadata) and `Skip`s; acquire stores them."""
+"""Corpus sources. Each module defines `SOURCE` (see base.py): its params model and a generator of `Item`s (MIDI
+bytes + metadata) and `Skip`s, which acquire stores; registry.py lists them all."""

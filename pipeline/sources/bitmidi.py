@@ -14,23 +14,41 @@ import shutil
 import urllib.robotparser
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 from urllib.parse import urljoin, urlsplit
 from xml.etree import ElementTree
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from bs4 import BeautifulSoup
+from pydantic import Field, field_validator
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_path, write_json
-from pipeline.http import Client, HttpError
 from pipeline.manifest import Item, Skip
+from pipeline.schema import Strict
 from pipeline.shards import SCHEMA as SHARD_SCHEMA
 from pipeline.shards import iter_shard
+from pipeline.sources.base import Context, Source, http_url
+
+# requests (pipeline.http) and bs4 are imported where a scrape needs them: params.py imports this module
+if TYPE_CHECKING:
+    from pipeline.http import Client
 
 PART_FILES = 64
 LICENSE = "unknown: uploaded by bitmidi.com users"
+
+
+class BitmidiParams(Strict):
+    """data.bitmidi: the site, how much of it to take, and how politely (requests per second, robots.txt)."""
+
+    base_url: str
+    max_files: int = Field(ge=0, description="0 takes every file the site lists")
+    page_size: int = Field(ge=1, le=50)
+    requests_per_second: float = Field(gt=0, le=10)
+    user_agent: str = Field(min_length=1)
+    respect_robots: bool
+
+    _url = field_validator("base_url")(classmethod(lambda cls, v: http_url(v)))
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,8 @@ def _cached(path: Path, fetch):
 
 def list_api(http: Client, cfg: BitmidiConfig, state: Path, allowed) -> list[dict] | None:
     """Records from the JSON API, or None when the API is not there (404)."""
+    from pipeline.http import HttpError
+
     base, records, page = cfg.base_url, [], 0
     bar = tqdm(desc="bitmidi api pages", unit="page", mininterval=1)
     while True:
@@ -115,6 +135,8 @@ def _sitemap_urls(http: Client, url: str, depth: int = 0) -> list[str]:
 
 def parse_page(html: str, slug: str) -> dict | None:
     """A record from a file's HTML page: its download link gives the id, the link's download attribute the name."""
+    from bs4 import BeautifulSoup
+
     soup = BeautifulSoup(html, "html.parser")
     link = soup.find("a", href=lambda h: h and h.startswith("/uploads/") and h.endswith(".mid"), download=True)
     if link is None:
@@ -166,6 +188,8 @@ def _write_part(out_dir: Path, index: int, rows: list[tuple[str, bytes]]) -> str
 
 
 def iter_bitmidi(cfg: BitmidiConfig, http: Client, out_dir: Path, max_bytes: int) -> Iterator[Item | Skip]:
+    from pipeline.http import HttpError
+
     base = cfg.base_url.rstrip("/")
     cfg = BitmidiConfig(base, cfg.max_files, cfg.page_size, cfg.respect_robots, cfg.user_agent)
     state = out_dir / "state"
@@ -225,3 +249,13 @@ def iter_bitmidi(cfg: BitmidiConfig, http: Client, out_dir: Path, max_bytes: int
         if id_ not in emitted:
             yield failed.get(member) or Item(member, None, meta(r))
     shutil.rmtree(state, ignore_errors=True)
+
+
+def _entries(b: BitmidiParams, ctx: Context) -> Iterator[Item | Skip]:
+    """The site's own User-Agent and rate limit; timeouts and retries from data.http."""
+    polite = ctx.http.client(b.user_agent, b.requests_per_second)
+    cfg = BitmidiConfig(b.base_url, b.max_files, b.page_size, b.respect_robots, b.user_agent)
+    return iter_bitmidi(cfg, polite, ctx.out_dir, ctx.max_bytes)
+
+
+SOURCE = Source("bitmidi", BitmidiParams, _entries, downloads=True)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from pipeline.archive import iter_tar
-from pipeline.http import Client
 from pipeline.manifest import Item, Skip
+from pipeline.sources.base import ArchiveParams, Source, archive_entries
+
+if TYPE_CHECKING:  # only a download needs requests (see pipeline/sources/base.py)
+    from pipeline.http import Client
 
 LICENSE = "CC BY 4.0"
 _MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -44,3 +47,6 @@ def iter_lakh(url: str, checksum: str | None, http: Client, out_dir: Path, max_b
             yield entry
         else:
             yield Item(entry.member, entry.data, describe(entry.member), artifact=artifact)
+
+
+SOURCE = Source("lakh", ArchiveParams, archive_entries(iter_lakh), downloads=True)

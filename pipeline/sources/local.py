@@ -2,11 +2,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 from pipeline.archive import iter_path
 from pipeline.dedupe import title_from_filename
 from pipeline.manifest import Item, Skip
+from pipeline.schema import Strict
+from pipeline.sources.base import Context, Source
+
+
+class LocalParams(Strict):
+    """data.local: a folder, .zip or .tar(.gz) of the user's MIDI files; may be null while local is not a source."""
+
+    path: Optional[str]
 
 
 class LocalSourceError(RuntimeError):
@@ -25,3 +33,15 @@ def iter_local(path: str | Path, max_bytes: int) -> Iterator[Item | Skip]:
         yield entry
     if not found:
         raise LocalSourceError(f"data.local.path: {path} holds no .mid, .midi, .kar or .rmi file")
+
+
+def _check(m: LocalParams) -> None:
+    if not m.path:
+        raise ValueError("data.local.path must be set when 'local' is in data.sources")
+
+
+def _entries(m: LocalParams, ctx: Context) -> Iterator[Item | Skip]:
+    return iter_local(m.path, ctx.max_bytes)
+
+
+SOURCE = Source("local", LocalParams, _entries, downloads=False, check=_check)

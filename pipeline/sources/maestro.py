@@ -11,11 +11,14 @@ import io
 import json
 import zipfile
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from pipeline.archive import iter_zip
-from pipeline.http import Client
 from pipeline.manifest import Item, Skip
+from pipeline.sources.base import ArchiveParams, Source, archive_entries
+
+if TYPE_CHECKING:  # only a download needs requests (see pipeline/sources/base.py)
+    from pipeline.http import Client
 
 LICENSE = "CC BY-NC-SA 4.0"
 
@@ -72,3 +75,6 @@ def iter_maestro(url: str, checksum: str | None, http: Client, out_dir: Path, ma
             "split": row.get("split"), "year": _year(row.get("year")), "duration": _duration(row.get("duration")),
             "source_id": row.get("midi_filename"), "license": LICENSE,
         }, artifact=artifact)
+
+
+SOURCE = Source("maestro", ArchiveParams, archive_entries(iter_maestro), downloads=True)

@@ -6,15 +6,27 @@ ABC files there are opera of many tunes; each tune becomes its own MIDI file (`<
 from __future__ import annotations
 
 import importlib.util
+import os
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
+from pydantic import Field
+
 from pipeline.manifest import Item, Skip
+from pipeline.schema import Strict
+from pipeline.sources.base import Context, Source
 
 SCORE_SUFFIXES = frozenset({".mxl", ".xml", ".musicxml", ".krn", ".abc", ".mid", ".midi"})
 LICENSE = "music21 corpus (BSD-3-Clause package; see music21 for each work's terms)"
+
+
+class Music21Params(Strict):
+    """data.music21: corpus collections to render, and a cap on the score files taken."""
+
+    composers: list[str] = Field(min_length=1)
+    max_files: int = Field(ge=0, description="0 takes every work")
 
 
 def corpus_root() -> Path:
@@ -88,3 +100,18 @@ def iter_corpus(collections: list[str], max_files: int, workers: int) -> Iterato
     with ProcessPoolExecutor(max_workers=workers) as pool:
         for items in pool.map(render, works, chunksize=4):
             yield from items
+
+
+def _check(m: Music21Params) -> None:
+    """Every collection exists; run only where music21 is a source, as a machine that only trains needs no music21."""
+    known = corpus_collections()
+    unknown = [n for n in m.composers if n not in known]
+    if unknown:
+        raise ValueError(f"composers: unknown music21 corpus collection(s) {unknown}; known: {sorted(known)}")
+
+
+def _entries(m: Music21Params, ctx: Context) -> Iterator[Item | Skip]:
+    return iter_corpus(m.composers, m.max_files, workers=os.cpu_count() or 1)
+
+
+SOURCE = Source("music21", Music21Params, _entries, downloads=False, check=_check)
