@@ -116,7 +116,7 @@ def test_batches_name_where_files_lie_and_read_back_exactly_the_wanted_ones(tmp_
 
 def test_the_registry_lists_every_source_and_params_yaml_has_a_section_for_each():
     defines_a_source = {p.stem for p in (ROOT / "pipeline" / "sources").glob("*.py") if "\nSOURCE = " in p.read_text()}
-    assert defines_a_source == set(MODULES)
+    assert defines_a_source == {m.__name__.rsplit(".", 1)[1] for m in MODULES}
     assert list(REGISTRY) == ["music21", "local", "maestro", "lakh", "bitmidi"]
     assert {name for name, s in REGISTRY.items() if s.downloads} == {"maestro", "lakh", "bitmidi"}
     assert set(P.defaults()["data"]) == {"sources", "max_file_mb", "http", *REGISTRY}
@@ -145,15 +145,17 @@ SOURCE = Source("tiny", TinyParams, _entries, downloads=False)
 '''
 
 
-def test_a_new_source_is_one_module_and_one_registry_line(tmp_path):
-    """In a copy of the package: params validation and acquire take the new source with no other edit."""
+def test_a_new_source_is_one_module_and_its_registry_entry(tmp_path):
+    """In a copy of the package: params validation and acquire take the new source with no other edit than its
+    module and its entry in registry.py (the import and the MODULES line)."""
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "pipeline", repo / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
     (repo / "pipeline" / "sources" / "tiny.py").write_text(EXTRA_SOURCE)
     registry = repo / "pipeline" / "sources" / "registry.py"
-    line = '    "bitmidi",\n'
-    assert registry.read_text().count(line) == 1
-    registry.write_text(registry.read_text().replace(line, line + '    "tiny",\n'))
+    line, imports = "    bitmidi,\n", "from pipeline.sources import bitmidi, lakh, local, maestro, music21_corpus\n"
+    text = registry.read_text()
+    assert text.count(line) == 1 and text.count(imports) == 1
+    registry.write_text(text.replace(line, line + "    tiny,\n").replace(imports, imports + "from pipeline.sources import tiny\n"))
 
     def acquire(data: dict) -> subprocess.CompletedProcess:
         params = P.defaults()
