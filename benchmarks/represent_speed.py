@@ -122,7 +122,8 @@ def main() -> None:
             batches = [next(loader) for _ in range(args.batches)]
             print(f"loader ({workers} workers): {args.batches / (time.perf_counter() - t):7.1f} batches/s of "
                   f"{t_.batch_size} x {2 * t_.seq_len} frames x {w.meta.features} features")
-        model = Seq2Seq(Config(n_features=w.meta.features, n_keys=w.meta.n_keys, seq_len=t_.seq_len))
+        model = Seq2Seq(Config(n_features=w.meta.features, n_keys=w.meta.n_keys, hidden=p.model.hidden,
+                               layers=p.model.layers, dropout=p.model.dropout, seq_len=t_.seq_len))
         opt = torch.optim.AdamW(model.parameters())
         from pipeline import losses
 

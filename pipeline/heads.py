@@ -113,9 +113,11 @@ class NADE(nn.Module):
         return frames, logits
 
 
-def make(kind: str, hidden: int, width: int, dropout: float, hidden_nade: int) -> nn.Module:
+def make(kind: str, hidden: int, width: int, dropout: float, hidden_nade: int | None) -> nn.Module:
     """The head for `model.head` (tokens always use `independent`: one softmax over the vocabulary)."""
     if kind == "nade":
+        if not hidden_nade:
+            raise ValueError("a NADE head needs its number of hidden units (model.nade_hidden)")
         return NADE(hidden, width, hidden_nade)
     if kind == "independent":
         return Independent(hidden, width, dropout)

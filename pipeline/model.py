@@ -20,16 +20,18 @@ from pipeline.sampling import Sampler
 
 @dataclass(frozen=True)
 class Config:
-    n_features: int = 176    # frame width (keys x planes), or the vocabulary size for tokens
-    hidden: int = 256
-    layers: int = 2
-    dropout: float = 0.2
-    seq_len: int = 32
+    """The model's shape. The pipeline fills it from `model.*` and `train.seq_len` (params.yaml holds their
+    defaults: none are restated here) and from the data (widths); a checkpoint stores it."""
+    n_features: int          # frame width (keys x planes), or the vocabulary size for tokens
+    hidden: int
+    layers: int
+    dropout: float
+    seq_len: int
     tokens: bool = False
     kind: str = "pianoroll"  # the representation trained on: checked before evaluate/generate use the model
-    n_keys: int = 88         # keys per plane (piano rolls)
+    n_keys: int | None = None  # keys per plane of a piano-roll frame; None: the frame is one plane
     head: str = "independent"  # independent (a sigmoid per cell; for tokens, the softmax) | nade (piano rolls)
-    nade_hidden: int = 64
+    nade_hidden: int | None = None  # hidden units of a NADE head
 
 
 class Seq2Seq(nn.Module):

@@ -12,7 +12,7 @@ from pipeline.model import Config, Seq2Seq
 
 def _model(**kw):
     torch.manual_seed(0)
-    return Seq2Seq(Config(n_features=12, hidden=16, layers=2, dropout=0.0, seq_len=8, **kw)).eval()
+    return Seq2Seq(Config(n_features=12, hidden=16, layers=2, dropout=0.0, seq_len=8, nade_hidden=8, **kw)).eval()
 
 
 HEADS = ["independent", "nade"]
@@ -58,7 +58,7 @@ def test_checkpoint_loads_with_weights_only(head):
 @pytest.mark.parametrize("head", HEADS)
 def test_a_few_steps_fit_a_repeating_pattern(head):
     torch.manual_seed(0)
-    m = Seq2Seq(Config(n_features=12, hidden=32, layers=1, dropout=0.0, seq_len=8, head=head))
+    m = Seq2Seq(Config(n_features=12, hidden=32, layers=1, dropout=0.0, seq_len=8, head=head, nade_hidden=8))
     pattern = torch.zeros(16, 12)
     pattern[torch.arange(16), torch.arange(16) % 12] = 1
     x, y = pattern[:8].expand(4, 8, 12), pattern[8:].expand(4, 8, 12)

@@ -179,7 +179,7 @@ def test_generated_midi_reads_back_as_seed_and_generated_tracks_with_drums_on_ch
 
 def test_checkpoint_mismatch_is_a_clear_error(tmp_path):
     path = tmp_path / "model.pt"
-    torch.save(Seq2Seq(Config(n_features=24, hidden=4, layers=1, n_keys=12)).checkpoint(), path)
+    torch.save(Seq2Seq(Config(n_features=24, hidden=4, layers=1, dropout=0.0, seq_len=8, n_keys=12)).checkpoint(), path)
     with pytest.raises(ValueError, match="frame width .* of 24 but the data has 176"):
         load_model(SimpleNamespace(kind="pianoroll", features=176), path)
     with pytest.raises(ValueError, match="trained on pianoroll but the data is tokens"):
