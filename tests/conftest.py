@@ -32,6 +32,23 @@ def midi_folder(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """The whole tiny pipeline run once per test session by `dvc repro` and committed (tests/dvcrepo.py, Built):
+    end-to-end tests read it; those that change a repository take `built_copy`. No test changes it."""
+    from tests.dvcrepo import build
+
+    return build(tmp_path_factory.mktemp("built"))
+
+
+@pytest.fixture
+def built_copy(built, tmp_path) -> Path:
+    """This test's own copy of the built and committed pipeline, to run DVC in and change at will."""
+    from tests.dvcrepo import copy_repo
+
+    return copy_repo(built.repo, tmp_path / "repo")
+
+
 @pytest.fixture
 def site():
     from tests.fakesite import Site

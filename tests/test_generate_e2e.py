@@ -1,5 +1,7 @@
 """Evaluation, generation, audio and the report as a user drives them: `dvc repro`, `dvc exp run -S ...`,
-`dvc metrics diff`, `dvc plots show`, and the report opened in a real (headless) browser."""
+`dvc metrics diff`, `dvc plots show`, and the report opened in a real (headless) browser. Each test reads the
+session's shared run (conftest.py, `built`) or changes its own copy of it; the checks that need FluidSynth or
+Chromium skip, saying so, where they are missing."""
 from __future__ import annotations
 
 import json
@@ -7,37 +9,27 @@ import re
 import shutil
 import subprocess
 import sys
+from html import escape
 from pathlib import Path
 
 import pytest
+import yaml
 from symusic import Score
 
-from tests.dvcrepo import TINY, dvc, env, make_repo, merge, run, set_params
+from pipeline import render
+from tests.dvcrepo import copy_repo, dvc, env, path_without, set_params
 
 pytestmark = pytest.mark.slow
 CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-FLUIDSYNTH = shutil.which("fluidsynth") and Path("/usr/share/sounds/sf2/FluidR3_GM.sf2").is_file()
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("generate")
-    r = make_repo(d / "repo", merge(TINY, {"data": {"music21": {"composers": ["bach"], "max_files": 16}},
-                                           "generate": {"n_samples": 3, "length": 4}}))
-    dvc(r, "repro")
-    run(r, "git", "add", "-A")
-    run(r, "git", "commit", "-qm", "baseline run")
-    return r
-
-
-def restore(repo: Path) -> None:
-    """Back to the committed baseline run (an experiment leaves its results in the workspace)."""
-    run(repo, "git", "checkout", "--", ".")
-    dvc(repo, "checkout", "-f")
+NO_CHROMIUM = "Chromium is not installed (Debian: apt install chromium): the report's browser check is skipped"
 
 
 def samples(repo: Path) -> dict:
     return json.loads((repo / "data/samples/index.json").read_text())
+
+
+def audio(repo: Path) -> dict:
+    return json.loads((repo / "data/audio/index.json").read_text())
 
 
 def media_status(report: Path) -> tuple[str, str]:
@@ -49,27 +41,61 @@ def media_status(report: Path) -> tuple[str, str]:
     return m.group(1), m.group(2)
 
 
-def test_report_shows_every_sample_with_its_picture_and_recording(repo):
-    audio = json.loads((repo / "data/audio/index.json").read_text())
+def test_report_shows_every_sample_with_its_picture_and_recording(built):
+    repo = built.repo
     html = (repo / "data/report.html").read_text()
     n = len(samples(repo)["samples"])
-    # every sample's piano roll, and evaluate's histograms of the music statistics
-    assert html.count("<img ") == n + 1 and html.count("<audio ") == len(audio["files"])
+    # every sample's piano roll, and evaluate's histograms of the music statistics; a player per recording
+    assert html.count("<img ") == n + 1 and html.count("<audio ") == len(audio(repo)["files"])
     assert "src='../metrics/music_distributions.png'" in html
-    if FLUIDSYNTH:
-        assert audio["rendered"] and len(audio["files"]) == sum(s["midi"] is not None for s in samples(repo)["samples"])
-        wav = (repo / "data/audio" / next(iter(audio["files"].values()))).read_bytes()
-        assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE" and any(wav[44:])  # not silence
-    else:
-        assert not audio["rendered"] and "apt install fluidsynth" in audio["reason"]
+    if not audio(repo)["rendered"]:
+        assert f"No recordings: {escape(audio(repo)['reason'])}" in html
+
+
+def test_render_writes_a_wav_for_every_sample_with_notes(built):
+    repo = built.repo
+    soundfont = Path(yaml.safe_load((repo / "params.yaml").read_text())["render"]["soundfont"])
+    why = render.missing(soundfont)  # the render stage's own test of whether it can render here
+    if why:
+        assert not audio(repo)["rendered"] and audio(repo)["reason"] == why  # and the stage recorded why
+        pytest.skip(f"FluidSynth cannot render here, so the render stage wrote no WAV: {why}")
+    index = audio(repo)
+    with_notes = [s["name"] for s in samples(repo)["samples"] if s["midi"] is not None]
+    assert index["rendered"] and index["reason"] is None and sorted(index["files"]) == with_notes
+    assert with_notes  # bernoulli sampling: some notes in 3 samples of 4 beats
+    for wav in index["files"].values():
+        data = (repo / "data/audio" / wav).read_bytes()
+        assert data[:4] == b"RIFF" and data[8:12] == b"WAVE" and any(data[44:]), wav  # not silence
+
+
+def test_render_without_fluidsynth_records_why_and_the_report_still_opens(built_copy, tmp_path):
+    """The render stage's documented behaviour where FluidSynth is missing, on every machine: it is hidden from
+    PATH here, whether or not this machine has it."""
+    repo = built_copy
+    hidden = {"PATH": path_without("fluidsynth", tmp_path / "bin")}
+    proc = dvc(repo, "repro", "-f", "-s", "render", extra_env=hidden)
+    assert "render: skipped: the fluidsynth program is not on PATH" in proc.stdout + proc.stderr
+    index = audio(repo)
+    assert not index["rendered"] and not index["files"]
+    assert "fluidsynth program is not on PATH" in index["reason"] and "apt install fluidsynth" in index["reason"]
+    dvc(repo, "repro", extra_env=hidden)  # the report follows (where the shared run had recordings)
+    html = (repo / "data/report.html").read_text()
+    assert f"No recordings: {escape(index['reason'])}" in html and "<audio " not in html
+    assert html.count("<img ") == len(samples(repo)["samples"]) + 1
+
+
+def test_the_report_loads_every_picture_and_recording_in_a_browser(built):
     if not CHROMIUM:
-        pytest.skip("Chromium is not installed (Debian: apt install chromium): the browser check is skipped")
+        pytest.skip(NO_CHROMIUM)
+    repo = built.repo
+    n, recordings = len(samples(repo)["samples"]), len(audio(repo)["files"])
     ok, text = media_status(repo / "data/report.html")
     assert ok == "true", text
-    assert text == f"{n + 1} of {n + 1} pictures and {len(audio['files'])} of {len(audio['files'])} recordings loaded"
+    assert text == f"{n + 1} of {n + 1} pictures and {recordings} of {recordings} recordings loaded"
 
 
-def test_dvc_plots_show_curves_pr_and_sample_pictures(repo):
+def test_dvc_plots_show_curves_pr_and_sample_pictures(built_copy):
+    repo = built_copy
     shown = json.loads(dvc(repo, "plots", "show", "--json").stdout)["data"]
     assert {"Loss per epoch", "Valid F1 per epoch", "metrics/pr_curve.json"} <= set(shown)
     assert any(k.startswith("Valid NLL per frame") for k in shown)
@@ -81,7 +107,8 @@ def test_dvc_plots_show_curves_pr_and_sample_pictures(repo):
     assert [round(r["threshold"], 2) for r in pr["data"]["values"]] == [round(0.05 * i, 2) for i in range(1, 20)]
 
 
-def test_sampling_modes_from_silence_run_only_generation_and_after(repo):
+def test_sampling_modes_from_silence_run_only_generation_and_after(built_copy):
+    repo = built_copy
     out = dvc(repo, "exp", "run", "-S", "generate.sampling=bernoulli", "-S", "generate.temperature=1.5",
               "-S", "generate.prime=empty", "-S", "generate.unit=seconds", "-S", "generate.length=2").stdout
     for stage in ("generate", "evaluate", "render", "report"):
@@ -101,10 +128,10 @@ def test_sampling_modes_from_silence_run_only_generation_and_after(repo):
     dvc(repo, "repro", "-f", "-s", "generate")
     assert samples(repo) == idx  # seeded sampling: the same samples again, byte for byte
     assert {p.name: p.read_bytes() for p in (repo / "data/samples").glob("*.mid")} == midis
-    restore(repo)
 
 
-def test_silence_is_reported_and_never_written_as_an_empty_midi_file(repo):
+def test_silence_is_reported_and_never_written_as_an_empty_midi_file(built_copy):
+    repo = built_copy
     proc = dvc(repo, "exp", "run", "-S", "generate.prime=empty", "-S", "generate.sampling=threshold",
                "-S", "generate.threshold=0.99")
     idx = samples(repo)
@@ -115,45 +142,52 @@ def test_silence_is_reported_and_never_written_as_an_empty_midi_file(repo):
     assert ev["music"]["silent_samples"] == 3 and ev["music"]["generated"]["pitch_range"] is None
     assert ev["music"]["real"]["pitch_range"] > 0
     assert "The model generated no notes" in (repo / "data/report.html").read_text()
-    restore(repo)
 
 
-def test_a_head_change_shows_in_metrics_diff(repo):
+def test_a_head_change_shows_in_metrics_diff(built_copy):
+    repo = built_copy
     dvc(repo, "exp", "run", "-S", "model.head=independent")
     diff = json.loads(dvc(repo, "metrics", "diff", "--json").stdout)["metrics/eval.json"]
     # the likelihood moves; at these tiny sizes both heads may decide silence at 0.5, so densities need not
     for key in ("next_frame.model.nll_per_frame", "versus_repeat_last.next_frame_nll"):
         assert diff[key]["old"] != diff[key]["new"], diff[key]
-    restore(repo)
 
 
-def test_a_model_of_another_representation_or_range_is_refused_by_name(repo):
+def test_a_model_of_another_representation_or_range_is_refused_by_name(built_copy):
+    repo = built_copy
     cmd = [sys.executable, "-m", "pipeline.generate"]
-    try:
-        set_params(repo, {"represent": {"pitch_low": 36}})
-        dvc(repo, "repro", "convert")  # new data, old model
-        proc = subprocess.run(cmd, cwd=repo, env=env(), capture_output=True, text=True)
-        assert proc.returncode != 0 and "frame width (keys x planes) of 176 but the data has 146" in proc.stderr
-        assert "Traceback" not in proc.stderr
-        set_params(repo, {"represent": {"pitch_low": 21, "kind": "tokens"}})
-        dvc(repo, "repro", "convert")
-        proc = subprocess.run(cmd, cwd=repo, env=env(), capture_output=True, text=True)
-        assert proc.returncode != 0 and "trained on pianoroll but the data is tokens" in proc.stderr
-        (repo / "models/model.pt").unlink()
-        proc = subprocess.run(cmd, cwd=repo, env=env(), capture_output=True, text=True)
-        assert proc.returncode != 0 and "models/model.pt is missing" in proc.stderr
-    finally:
-        restore(repo)
-    assert "Running stage" not in dvc(repo, "repro").stdout
+    set_params(repo, {"represent": {"pitch_low": 36}})
+    dvc(repo, "repro", "convert")  # new data, old model
+    proc = subprocess.run(cmd, cwd=repo, env=env(), capture_output=True, text=True)
+    assert proc.returncode != 0 and "frame width (keys x planes) of 176 but the data has 146" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    set_params(repo, {"represent": {"pitch_low": 21, "kind": "tokens"}})
+    dvc(repo, "repro", "convert")
+    proc = subprocess.run(cmd, cwd=repo, env=env(), capture_output=True, text=True)
+    assert proc.returncode != 0 and "trained on pianoroll but the data is tokens" in proc.stderr
+    (repo / "models/model.pt").unlink()
+    proc = subprocess.run(cmd, cwd=repo, env=env(), capture_output=True, text=True)
+    assert proc.returncode != 0 and "models/model.pt is missing" in proc.stderr
 
 
-def test_render_without_a_soundfont_is_skipped_with_the_reason_and_the_report_still_opens(repo):
+@pytest.fixture(scope="module")
+def no_soundfont(built, tmp_path_factory) -> Path:
+    """A copy of the shared run after `dvc exp run -S render.soundfont=/nonexistent/gm.sf2`."""
+    repo = copy_repo(built.repo, tmp_path_factory.mktemp("no_soundfont") / "repo")
     dvc(repo, "exp", "run", "-S", "render.soundfont=/nonexistent/gm.sf2")
-    audio = json.loads((repo / "data/audio/index.json").read_text())
-    assert not audio["rendered"] and "/nonexistent/gm.sf2" in audio["reason"] and not audio["files"]
+    return repo
+
+
+def test_render_without_a_soundfont_is_skipped_with_the_reason_and_the_report_still_opens(no_soundfont):
+    repo = no_soundfont
+    index = audio(repo)
+    assert not index["rendered"] and "/nonexistent/gm.sf2" in index["reason"] and not index["files"]
     html = (repo / "data/report.html").read_text()
     assert "No recordings" in html and "<audio " not in html
-    if CHROMIUM:
-        ok, text = media_status(repo / "data/report.html")
-        assert ok == "true" and text.endswith("0 of 0 recordings loaded"), text
-    restore(repo)
+
+
+def test_the_report_without_recordings_loads_in_a_browser(no_soundfont):
+    if not CHROMIUM:
+        pytest.skip(NO_CHROMIUM)
+    ok, text = media_status(no_soundfont / "data/report.html")
+    assert ok == "true" and text.endswith("0 of 0 recordings loaded"), text

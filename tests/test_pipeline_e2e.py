@@ -1,46 +1,29 @@
-"""The whole pipeline through real DVC commands, in a temporary git repository holding a copy of this one."""
+"""The whole pipeline through real DVC commands, in a temporary git repository holding a copy of this one: the
+session's shared run (conftest.py, `built`), and copies of it for the experiments."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import torch
-import yaml
 
-from tests.conftest import FIXTURES
-from tests.dvcrepo import TINY, dvc, make_repo, merge, run
+from tests.dvcrepo import TINY, dvc, make_repo, merge
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("e2e")
-    shutil.copytree(FIXTURES, d / "my_midi")
-    params = merge(TINY, {"data": {"sources": ["music21", "local"], "music21": {"composers": ["bach"], "max_files": 12},
-                                   "local": {"path": str(d / "my_midi")}}})
-    return make_repo(d / "repo", params)
+def test_invalid_params_fail_before_any_work(tmp_path):
+    repo = make_repo(tmp_path / "repo", merge(TINY, {"train": {"epochs": -1}}))
+    proc = dvc(repo, "repro", ok=False)
+    assert proc.returncode != 0
+    assert "train.epochs" in proc.stdout + proc.stderr
+    assert not (repo / "data" / "raw").exists()
 
 
-def test_invalid_params_fail_before_any_work(repo):
-    good = (repo / "params.yaml").read_text()
-    try:
-        bad = yaml.safe_load(good)
-        bad["train"]["epochs"] = -1
-        (repo / "params.yaml").write_text(yaml.safe_dump(bad))
-        proc = dvc(repo, "repro", ok=False)
-        assert proc.returncode != 0
-        assert "train.epochs" in proc.stdout + proc.stderr
-        assert not (repo / "data" / "raw").exists()
-    finally:
-        (repo / "params.yaml").write_text(good)
-
-
-def test_repro_builds_every_output_then_an_experiment_reruns_only_the_model(repo):
-    first = dvc(repo, "repro").stdout
+def test_repro_builds_every_output_then_an_experiment_reruns_only_the_model(built, built_copy):
+    # the session's shared run (conftest.py, built): the first `dvc repro` in a fresh repository
+    first, repo = built.first_repro, built.repo
     for stage in ("acquire@music21", "acquire@local", "prepare", "convert", "train", "calibrate", "generate",
                   "evaluate", "render", "report"):
         assert f"Running stage '{stage}'" in first
@@ -65,26 +48,26 @@ def test_repro_builds_every_output_then_an_experiment_reruns_only_the_model(repo
                     "density_gap", "nll_per_frame"} <= set(ev[protocol][who])
     assert 0 < ev["thresholds"]["tuned"] < 1 and ev["thresholds"]["fixed"] == 0.5
     assert {"next_frame_f1", "next_frame_nll", "continuation_f1"} <= set(ev["versus_repeat_last"])
-    assert ev["music"]["samples"] == 2 and set(ev["music"]["gap"]) == set(ev["music"]["real"])
+    assert ev["music"]["samples"] == 3 and set(ev["music"]["gap"]) == set(ev["music"]["real"])
     curve = json.loads((repo / "metrics/pr_curve.json").read_text())
     assert len(curve) == 19 and curve[0]["recall"] >= curve[-1]["recall"]  # the NADE head: a grid of 19 thresholds
     live = json.loads((repo / "metrics/train/metrics.json").read_text())
     assert {"train", "valid"} <= set(live)
     index = json.loads((repo / "data/samples/index.json").read_text())
-    assert [s["png"] for s in index["samples"]] == ["rolls/sample_000.png", "rolls/sample_001.png"]
+    assert [s["png"] for s in index["samples"]] == [f"rolls/sample_{i:03d}.png" for i in range(3)]
     assert (repo / "data/samples/rolls/sample_000.png").read_bytes()[:4] == b"\x89PNG"
     for s in index["samples"]:  # a MIDI file exactly for the samples with notes
         assert (s["midi"] is not None) == (s["generated_notes"] > 0) == (repo / f"data/samples/{s['name']}.mid").exists()
     assert (repo / "data/report.html").exists()
 
+    # this test's own copy of that run (committed as "baseline run"), to run DVC in and change
+    repo = built_copy
     again = dvc(repo, "repro").stdout
     assert "Running stage" not in again  # nothing changed, nothing runs
 
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
     assert "metrics/eval.json" in json.dumps(shown)
 
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "baseline run")
     exp = dvc(repo, "exp", "run", "-S", "model.hidden=24").stdout
     for stage in ("train", "calibrate", "generate", "evaluate"):
         assert f"Running stage '{stage}'" in exp
@@ -96,8 +79,8 @@ def test_repro_builds_every_output_then_an_experiment_reruns_only_the_model(repo
     assert torch.load(repo / "models/model.pt", weights_only=True)["config"]["hidden"] == 24
 
 
-def test_token_streams_run_the_same_pipeline_with_comparable_metrics(repo):
-    dvc(repo, "repro")
+def test_token_streams_run_the_same_pipeline_with_comparable_metrics(built_copy):
+    repo = built_copy
     rolls = json.loads((repo / "metrics/eval.json").read_text())
     exp = dvc(repo, "exp", "run", "-S", "represent.kind=tokens", "-S", "represent.tokenizer=TSD").stdout
     for stage in ("convert", "train", "calibrate", "generate", "evaluate"):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.dvcrepo import TINY, dvc, make_repo, merge, run, set_params
+from tests.dvcrepo import copy_repo, dvc, run, set_params
 
 pytestmark = pytest.mark.slow
 
@@ -96,16 +96,15 @@ def s3(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def origin(tmp_path_factory, s3) -> Path:
+def origin(built, tmp_path_factory, s3) -> Path:
     """The machine that computed everything: the tiny pipeline run, committed with its remote (URL and endpoint,
     no credentials), both artifacts tagged as versions, pushed; `hub.git` beside it plays the git server."""
     d = tmp_path_factory.mktemp("remote")
-    r = make_repo(d / "origin", merge(TINY, {"data": {"music21": {"composers": ["bach"], "max_files": 12}}}))
+    r = copy_repo(built.repo, d / "origin")  # the session's shared run (conftest.py), committed
     dvc(r, "remote", "add", "-d", "store", f"s3://{BUCKET}/midi")
     dvc(r, "remote", "modify", "store", "endpointurl", s3.endpoint)
-    dvc(r, "repro")
     run(r, "git", "add", "-A")
-    run(r, "git", "commit", "-qm", "pipeline run; S3 remote")
+    run(r, "git", "commit", "-qm", "S3 remote")
     for name in ("gru-model", "midi-dataset"):
         run(r, "git", "tag", "-a", f"{name}@v1.0.0", "-m", f"Registering artifact {name} version v1.0.0")
     pushed = dvc(r, "push", extra_env=s3.env())
@@ -186,14 +185,14 @@ def test_a_run_pushed_to_the_run_cache_is_restored_in_a_clone_without_running(hu
     env = s3.env()
     # a colleague tries a param, runs it (fetching only what generate reads), shares the run, commits nothing
     w = _clone(hub, tmp_path / "colleague")
-    set_params(w, {"generate": {"n_samples": 3}})
+    set_params(w, {"generate": {"n_samples": 4}})
     out = dvc(w, "repro", "--pull", "--allow-missing", extra_env=env).stdout
     ran = [s for s in stages if f"Running stage '{s}'" in out]
     assert "generate" in ran and not set(ran) & set(UPSTREAM), out
     dvc(w, "push", "--run-cache", extra_env=env)
 
     c = _clone(hub, tmp_path / "clone")
-    set_params(c, {"generate": {"n_samples": 3}})
+    set_params(c, {"generate": {"n_samples": 4}})
     out = dvc(c, "repro", "--pull", "--allow-missing", extra_env=env).stdout
     # every stage restores from the run cache, except evaluate: its outputs are metrics committed to git
     # (cache: false), which DVC's run cache does not hold, so it reruns (seconds) and writes the same numbers
@@ -205,7 +204,7 @@ def test_a_run_pushed_to_the_run_cache_is_restored_in_a_clone_without_running(hu
     assert [line for line in out.splitlines() if line.startswith("Running stage")] == ["Running stage 'evaluate':"]
     assert (c / "metrics/eval.json").read_text() == (w / "metrics/eval.json").read_text()
     samples = _files(c, "data/samples")
-    assert "data/samples/sample_002.mid" in samples and samples == _files(w, "data/samples")
+    assert "data/samples/sample_003.mid" in samples and samples == _files(w, "data/samples")
     # only what the rerun reads came over: not the raw corpus, not prepare's tables
     assert not (c / "data/raw").exists() and not (c / "data/prepared").exists()
 

@@ -1,6 +1,8 @@
-"""Training as a user runs it through DVC: killed and resumed, and distributed over two CPU processes."""
+"""Training as a user runs it through DVC: killed and resumed, and distributed over two CPU processes. Each test
+runs in its own copy of the session's shared run (conftest.py, `built`), whose data is already built."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,19 +13,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.dvcrepo import TINY, dvc, env, make_repo, merge, set_params
+from tests.dvcrepo import copy_repo, dvc, env, set_params
 
 pytestmark = pytest.mark.slow
 EPOCHS = 15
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("train")
-    params = merge(TINY, {"data": {"music21": {"composers": ["bach"], "max_files": 30}},
-                          "train": {"epochs": EPOCHS, "lr_schedule": "cosine"}})
-    r = make_repo(d / "repo", params)
-    dvc(r, "repro", "convert")
+@pytest.fixture
+def repo(built, tmp_path) -> Path:
+    """A copy of the session's shared run (conftest.py) set to train for EPOCHS epochs on a cosine schedule: its
+    data is already built (acquire, prepare and convert are up to date), and its training is stale."""
+    r = copy_repo(built.repo, tmp_path / "repo")
+    set_params(r, {"train": {"epochs": EPOCHS, "lr_schedule": "cosine"}})
     return r
 
 
@@ -39,16 +40,23 @@ def _steps(repo: Path) -> list[int]:
     return [int(r.split("\t")[0]) for r in rows]
 
 
-def test_a_killed_training_run_resumes_and_ends_with_the_same_weights(repo):
+def _kill_training_after(repo: Path, epochs: int) -> int:
+    """Starts `dvc repro train`, SIGKILLs dvc and the training process under it once models/last.pt records
+    `epochs` epochs (mid-epoch, as a crash would), and returns the epoch last.pt holds then."""
     last = repo / "models/last.pt"
+    last.unlink(missing_ok=True)  # the shared run's, of a finished 2-epoch run
     proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train"], cwd=repo, env=env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
-    while _epoch_of(last) < 3 and proc.poll() is None and time.time() < deadline:
+    while _epoch_of(last) < epochs and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # dvc and the training process under it, mid-epoch
     proc.wait()
-    killed_at = _epoch_of(last)
+    return _epoch_of(last)
+
+
+def test_a_killed_training_run_resumes_and_ends_with_the_same_weights(repo):
+    killed_at = _kill_training_after(repo, 3)
     assert 3 <= killed_at < EPOCHS, "the run should have been killed part-way"
     assert not (repo / "models/model.pt").exists()
 
@@ -67,37 +75,25 @@ def test_a_killed_training_run_resumes_and_ends_with_the_same_weights(repo):
 
 
 def test_changed_params_do_not_resume_a_stale_checkpoint(repo):
-    dvc(repo, "repro", "train")
+    killed_at = _kill_training_after(repo, 1)  # a checkpoint that the same params would resume (test above)
+    assert 1 <= killed_at < EPOCHS, "the run should have been killed part-way"
     set_params(repo, {"train": {"lr": 0.002, "epochs": 3}})
-    try:
-        out = dvc(repo, "repro", "train").stdout
-        assert "resuming" not in out and "epoch 1:" in out
-    finally:
-        set_params(repo, {"train": {"lr": 0.001, "epochs": EPOCHS}})
+    out = dvc(repo, "repro", "train").stdout
+    assert "resuming" not in out and "epoch 1:" in out
 
 
 def test_two_process_ddp_trains_and_evaluates(repo):
     set_params(repo, {"train": {"processes": 2, "epochs": 2}})
-    try:
-        out = dvc(repo, "repro", "evaluate").stdout
-        assert "per rank x 2 ranks" in out and "evaluate:" in out
-        assert out.count("epoch 2:") == 1  # rank 0 alone reports
-        ckpt = torch.load(repo / "models/model.pt", weights_only=True)
-        assert ckpt["best"]["epoch"] >= 1
-        assert (repo / "metrics/eval.json").exists()
-    finally:
-        set_params(repo, {"train": {"processes": 1, "epochs": EPOCHS}})
+    out = dvc(repo, "repro", "evaluate").stdout
+    assert "per rank x 2 ranks" in out and "evaluate:" in out
+    assert out.count("epoch 2:") == 1  # rank 0 alone reports
+    ckpt = torch.load(repo / "models/model.pt", weights_only=True)
+    assert ckpt["best"]["epoch"] >= 1
+    assert (repo / "metrics/eval.json").exists()
 
 
-def test_a_queued_learning_rate_sweep_runs_and_dvc_exp_show_compares_it(repo):
-    import json
-
-    from tests.dvcrepo import run
-
-    set_params(repo, {"train": {"epochs": 2}})
-    dvc(repo, "repro")
-    run(repo, "git", "add", "-A")
-    run(repo, "git", "commit", "-qm", "baseline")
+def test_a_queued_learning_rate_sweep_runs_and_dvc_exp_show_compares_it(built_copy):
+    repo = built_copy  # the shared run, 2 epochs, committed: the baseline the sweep's experiments start from
     dvc(repo, "exp", "run", "--queue", "-S", "train.lr=0.01,0.0001", "-S", "train.epochs=2")
     dvc(repo, "queue", "start", "-j", "1")
     deadline = time.time() + 600
