@@ -69,9 +69,11 @@ def summary(cwd: Path, train_s: float, generate_s: float) -> dict:
     g, r = music["generated"], music["real"]
     row = {"valid_nll": best["valid_loss"] if tokens else best["valid_nll_per_frame"], "best_epoch": best["epoch"],
            "nll_unit": "token" if tokens else "frame",
-           "test_nll": ev["next_token"]["model"]["nll_per_token"] if tokens else ev["next_frame"]["model"]["nll_per_frame"],
+           "test_nll": (ev["next_token"]["model"]["nll_per_token"] if tokens
+                        else ev["next_frame"]["model"]["nll_per_frame"]),
            "next_frame_f1": None if tokens else ev["next_frame"]["model"]["f1"],
-           "empty_beat_gap": (g["empty_beat_rate"] - r["empty_beat_rate"]) if g["empty_beat_rate"] is not None else None,
+           "empty_beat_gap": ((g["empty_beat_rate"] - r["empty_beat_rate"]) if g["empty_beat_rate"] is not None
+                              else None),
            "mean_value_oa": music["distributions"]["mean_value_oa"], "mean_oa": music["distributions"]["mean_oa"],
            "train_s": train_s, "generate_s": generate_s}
     for k in GAPS:
@@ -121,7 +123,8 @@ def main() -> None:
     pct = lambda v: "–" if v is None else f"{100 * v:+.0f}%"
     num = lambda v, d=3: "–" if v is None else f"{v:.{d}f}"
     for name, r in rows.items():
-        print(f"| {name} | {num(r['valid_nll'], 2)}/{r['nll_unit']} | {num(r['test_nll'], 2)} | {num(r['next_frame_f1'])} "
+        print(f"| {name} | {num(r['valid_nll'], 2)}/{r['nll_unit']} | {num(r['test_nll'], 2)} "
+              f"| {num(r['next_frame_f1'])} "
               f"| {' | '.join(pct(r[f'{k}_gap']) for k in GAPS)} | {num(r['empty_beat_gap'], 2)} "
               f"| {num(r['mean_value_oa'])} | {num(r['mean_oa'])} |")
     print(f"\ngenerators: {len(rows)} variants, {len(models)} models trained")

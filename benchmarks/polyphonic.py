@@ -8,9 +8,9 @@ The protocol: next-frame prediction over every frame of every test piece, each t
 once, from the real frames before it in its own piece (teacher forcing) and nothing else. Score: NLL per frame
 in nats, summed over the 88 keys and averaged over all test frames: exact for both output heads (--head nade:
 the NADE's conditionals over the keys from low to high; --head independent: a sigmoid per key); frame accuracy
-TP/(TP+FP+FN) of the frames the model decides at probability 0.5 (a NADE key by key), summed over the test set. Each piece gets `seq_len` silent frames in front,
-so its first frame is predicted too, from silence. Two ways of feeding the model (pipeline.model.Seq2Seq, its
-own encoder, decoder and head, unchanged):
+TP/(TP+FP+FN) of the frames the model decides at probability 0.5 (a NADE key by key), summed over the test set.
+Each piece gets `seq_len` silent frames in front, so its first frame is predicted too, from silence. Two ways of
+feeding the model (pipeline.model.Seq2Seq, its own encoder, decoder and head, unchanged):
 
   --context full (default): the piece is cut into chunks of `seq_len` frames (the silent one first). Chunk k
       is decoded, teacher-forced, by the decoder started from the encoder's state after it has read every
@@ -295,7 +295,8 @@ def main() -> None:
     ap.add_argument("--transpose", type=int, default=0, help="train pieces transposed by up to N semitones")
     ap.add_argument("--locked", action="store_true", help="input/output dropout: one mask per piece, every frame")
     ap.add_argument("--weight-drop", type=float, default=0.0, help="DropConnect on the GRUs' hidden-to-hidden weights")
-    ap.add_argument("--ema", type=float, default=0.0, help="score an EMA of the weights with this decay per step (0: off)")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="score an EMA of the weights with this decay per step (0: off)")
     ap.add_argument("--save-test", type=Path, help="write the chosen weights' test logits and targets here (.npz)")
     ap.add_argument("--bias-init", action=argparse.BooleanOptionalAction, default=True,
                     help="start the output bias at the logit of each key's frequency in the train split")

@@ -146,7 +146,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             build(Path(tmp), blobs[:n])
             out = subprocess.run([sys.executable, __file__, "--stage-only", tmp, "--workers", str(args.workers)],
-                                 capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                 capture_output=True, text=True, check=True,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
             r = json.loads(out.stdout.strip().splitlines()[-1])
         rates[n] = r["files"] / r["seconds"]
         print(f"prepare stage, {n:6d} files: {rates[n]:7.0f} files/s  peak RSS {r['peak_rss_mb']:6.0f} MB, "

@@ -19,10 +19,10 @@ Bytes are scaled by --scale (default 0.25, so the tarball is 443 MB and the proc
 every file count is the real one, the bytes are what a 2-core machine with a shared disk can move in a few
 minutes; push and pull rates are printed in MB/s to scale them up. The per-file layout spreads the same raw
 bytes over its 176,581 files (or over --per-file-files, a smaller corpus with its bytes scaled alike, where the
-full count would take too long; rates are printed in files/s to scale them up). The outputs are recorded with `dvc commit -f` (the stages' commands never run), then
-timed with the DVC CLI: `dvc status` (twice: the first after the commit, then again), `dvc push` to a moto S3
-server on 127.0.0.1, `dvc status --cloud`, and in a fresh `git clone`, `dvc pull` and the first `dvc status`
-(--status-only stops after the two statuses).
+full count would take too long; rates are printed in files/s to scale them up). The outputs are recorded with
+`dvc commit -f` (the stages' commands never run), then timed with the DVC CLI: `dvc status` (twice: the first
+after the commit, then again), `dvc push` to a moto S3 server on 127.0.0.1, `dvc status --cloud`, and in a fresh
+`git clone`, `dvc pull` and the first `dvc status` (--status-only stops after the two statuses).
 """
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ def start_moto(log: Path) -> tuple[subprocess.Popen, str]:
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"moto_server did not start: {log.read_text()}")
+                raise SystemExit(f"moto_server did not start: {log.read_text()}") from None
             time.sleep(0.2)
     endpoint = f"http://127.0.0.1:{port}"
     import boto3

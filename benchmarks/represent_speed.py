@@ -93,7 +93,8 @@ def main() -> None:
         for kind in ("pianoroll", "tokens"):
             p = params(args.workers, kind=kind, tokenizer="REMI")
             dt, meta, out = run_convert(p)
-            files = len({r for r in pq.read_table("data/prepared/selected.parquet", columns=["file"]).column(0).to_pylist()})
+            files = len({r for r in pq.read_table("data/prepared/selected.parquet",
+                                                  columns=["file"]).column(0).to_pylist()})
             notes = sum(meta.notes.values())
             rates[kind] = files / dt
             print(f"convert {kind:9s}: {files / dt:7.0f} files/s, {notes / dt / 1e6:5.2f} M notes/s "
@@ -129,7 +130,9 @@ def main() -> None:
 
         def step(x, y):
             loss = losses.focal(model(x, y), y)
-            opt.zero_grad(); loss.backward(); opt.step()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
         step(*batches[0])
         t = time.perf_counter()
         for x, y in batches[:20]:

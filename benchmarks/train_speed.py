@@ -84,7 +84,8 @@ def mfu(threads: int, rounds: int = 5) -> None:
         peaks.append(matmul_rate(reps=2))
     flops, peak = step_flops(B, T, 88, H, 2, (H, H // 2, 88)), statistics.median(peaks)
     print(f"fp32 matmul rate (4096^2 @ 4096^2, {threads} threads): median {peak / 1e9:.1f} GFLOP/s "
-          f"(range {min(peaks) / 1e9:.0f} to {max(peaks) / 1e9:.0f}); a step does {flops / 1e9:.0f} GFLOP of useful work")
+          f"(range {min(peaks) / 1e9:.0f} to {max(peaks) / 1e9:.0f}); "
+          f"a step does {flops / 1e9:.0f} GFLOP of useful work")
     for name, (_, _, times) in runs.items():
         dt = statistics.median(times)
         print(f"MFU with {name:16s}: step median {dt * 1e3:.0f} ms (best {min(times) * 1e3:.0f}) -> "
@@ -167,7 +168,8 @@ def time_to_quality(budget_s: float) -> None:
         model.train()
         return c.summary()["f1"]
 
-    for name, stride, ratio in (("this trainer (fused, stride 16)", 16, 1.0), ("DeepMusician-style (stride 1, ratio 0.5, step loop)", 1, 0.5)):
+    for name, stride, ratio in (("this trainer (fused, stride 16)", 16, 1.0),
+                                ("DeepMusician-style (stride 1, ratio 0.5, step loop)", 1, 0.5)):
         torch.manual_seed(0)
         train = Windows(Split(d, "train"), 32, stride, shuffle=True, seed=0)
         model = Seq2Seq(Config(n_features=train.meta.features, n_keys=K, hidden=256, layers=2, dropout=0.2, seq_len=32))

@@ -76,7 +76,8 @@ def main() -> None:
         raise FileNotFoundError(f"{SAMPLE_INDEX} is missing: run `dvc repro generate` first")
     index = json.loads(SAMPLE_INDEX.read_text())["samples"]
     L, device, fixed = model.cfg.seq_len, runtime.device(p.train.device), p.evaluate.threshold
-    result, n_windows, rows = representations.of(test.meta.kind).evaluate(model, test, train, cal, fixed, p.evaluate.batch_size, device)
+    result, n_windows, rows = representations.of(test.meta.kind).evaluate(model, test, train, cal, fixed,
+                                                                           p.evaluate.batch_size, device)
     report = {"kind": test.meta.kind, "test_windows": n_windows, "window_frames": L,
               "thresholds": {"fixed": fixed, "tuned": cal["threshold"], "tuned_valid_f1": cal["valid_f1"],
                              "pitch_frequency_tuned": cal["baselines"]["frequency_threshold"]},

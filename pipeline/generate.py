@@ -122,7 +122,8 @@ def main() -> None:
                 (tmp / midi).write_bytes(to_midi([("seed", seed_notes, 0), ("generated", gen, L)], grid,
                                                  meta.program))
             to_png(densify(seed_notes, grid.n_keys, 0, L), densify(gen, grid.n_keys, 0, steps), grid,
-                   f"{name} from {piece}" + ("" if len(gen) else " (no notes generated)"), tmp / "rolls" / f"{name}.png")
+                   f"{name} from {piece}" + ("" if len(gen) else " (no notes generated)"),
+                   tmp / "rolls" / f"{name}.png")
             index.append({"name": name, "midi": midi, "png": f"rolls/{name}.png", "seed_from": piece,
                           "seed_start_frame": int(a), "seed_frames": L, "seed_notes": len(seed_notes),
                           "generated_frames": steps, "generated_notes": len(gen),

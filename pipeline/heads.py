@@ -18,7 +18,8 @@ from torch import nn
 class Independent(nn.Module):
     """One logit per cell (an independent Bernoulli each) or per token (a softmax): a small MLP on the state."""
 
-    factorised = True  # a cell's decision does not depend on the others': one pass of probabilities serves every threshold
+    # a cell's decision does not depend on the others': one pass of probabilities serves every threshold
+    factorised = True
 
     def __init__(self, hidden: int, width: int, dropout: float):
         super().__init__()

@@ -26,7 +26,8 @@ def missing(soundfont: Path) -> str | None:
     if shutil.which("fluidsynth") is None:
         return f"the fluidsynth program is not on PATH: {INSTALL}"
     if not soundfont.is_file():
-        return f"the SoundFont {soundfont} (render.soundfont) does not exist: {INSTALL}, or point render.soundfont at one"
+        return (f"the SoundFont {soundfont} (render.soundfont) does not exist: {INSTALL}, "
+                "or point render.soundfont at one")
     return None
 
 

@@ -65,8 +65,8 @@ def continue_tokens(model, tokenizer, grid: Grid, seeds: list[Notes], seed_frame
                     pad_id: int, device, sampler=None) -> list[Notes]:
     """Per seed (notes in frames [0, seed_frames)), the notes the model writes in [seed_frames,
     seed_frames + frames): token windows are generated until the decoded music passes that span (or after
-    MIN_TOKEN_WINDOWS, or TOKEN_WINDOWS_PER_SEED_WINDOW per seed_frames asked for, windows), then decoded with the seed so times are absolute. Tokens are chosen by `sampler`
-    (default: the most likely one)."""
+    MIN_TOKEN_WINDOWS, or TOKEN_WINDOWS_PER_SEED_WINDOW per seed_frames asked for, windows), then decoded
+    with the seed so times are absolute. Tokens are chosen by `sampler` (default: the most likely one)."""
     from pipeline import tokens
 
     L, sampler = model.cfg.seq_len, sampler or Sampler(tokens=True)

@@ -24,8 +24,9 @@ def lines(r: dict) -> list[str]:
                    f"density predicted {m['density_pred']:.2f} vs true {m['density_true']:.2f} notes/frame | {nll}")
     t = r.get("thresholds", {})
     if t.get("tuned") is not None and "model_tuned" in r.get("next_frame", {}):
-        out.append(f"{'tuned':>12}: threshold {t['tuned']:.3f} (best valid F1 {t['tuned_valid_f1']:.3f}): next-frame F1 "
-                   f"{r['next_frame']['model_tuned']['f1']:.3f}, continuation F1 {r['continuation']['model_tuned']['f1']:.3f}")
+        out.append(f"{'tuned':>12}: threshold {t['tuned']:.3f} (best valid F1 {t['tuned_valid_f1']:.3f}): "
+                   f"next-frame F1 {r['next_frame']['model_tuned']['f1']:.3f}, "
+                   f"continuation F1 {r['continuation']['model_tuned']['f1']:.3f}")
     if "music" in r:
         m = r["music"]
         shown = [(k, m["generated"][k], m["real"][k]) for k in ("notes", "pitches_used", "pitch_class_entropy",

@@ -2,11 +2,11 @@
 
 Piano rolls train on the exact likelihood of the NADE head, or with focal (or plain) binary cross-entropy over
 every cell of the independent head; token streams with cross-entropy over the vocabulary. Per epoch: train/valid
-loss and valid NLL per frame, F1 and density (piano rolls) or token accuracy (tokens), logged with dvclive under metrics/train/, and models/last.pt (model, optimizer, scheduler, RNG state,
-epoch, best weights so far) written atomically. A run killed part-way resumes from last.pt on the next
-`dvc repro` when params and data are unchanged (a fingerprint says so), and ends with the same weights as an
-uninterrupted run. models/model.pt holds the best weights (config + state dict, loadable with
-torch.load(..., weights_only=True)).
+loss and valid NLL per frame, F1 and density (piano rolls) or token accuracy (tokens), logged with dvclive under
+metrics/train/, and models/last.pt (model, optimizer, scheduler, RNG state, epoch, best weights so far) written
+atomically. A run killed part-way resumes from last.pt on the next `dvc repro` when params and data are unchanged
+(a fingerprint says so), and ends with the same weights as an uninterrupted run. models/model.pt holds the best
+weights (config + state dict, loadable with torch.load(..., weights_only=True)).
 
 `train.processes` > 1 relaunches the stage under torchrun: DDP over that many processes (gloo on CPU, nccl on
 CUDA), each reading its own share of the shards; rank 0 alone logs and writes checkpoints.
@@ -127,7 +127,9 @@ def _truncate_logs(before_step: int) -> None:
         summary.unlink()
 
 
-def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, dict]:
+def train(p: P.Params, dist: runtime.Dist | None = None) -> tuple[Seq2Seq, dict]:
+    if dist is None:  # a plain run: rank 0 of 1
+        dist = runtime.Dist()
     t = p.train
     threads = t.threads or max(1, (os.cpu_count() or 1) // dist.world)
     runtime.setup(p.seed, threads)
@@ -145,7 +147,8 @@ def train(p: P.Params, dist: runtime.Dist = runtime.Dist()) -> tuple[Seq2Seq, di
     model.to(device)
     net = model
     if dist.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = torch.nn.parallel.DistributedDataParallel(model,
+                                                        device_ids=[device.index] if device.type == "cuda" else None)
     step_fn = torch.compile(net) if t.compile and device.type == "cuda" else net
     amp = t.amp and device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)

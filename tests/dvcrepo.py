@@ -33,7 +33,8 @@ def env(extra: dict | None = None) -> dict:
 def run(repo: Path, *args: str, ok: bool = True, extra_env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(list(args), cwd=repo, env=env(extra_env), capture_output=True, text=True)
     if ok and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
     return proc
 
 

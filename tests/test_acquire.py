@@ -9,8 +9,8 @@ import yaml
 
 from pipeline import params as P
 from pipeline.acquire import store
-from pipeline.manifest import Item, Skip
 from pipeline.artifacts import iter_bytes
+from pipeline.manifest import Item, Skip
 from pipeline.sources.local import LocalSourceError, iter_local
 from pipeline.sources.music21_corpus import corpus_collections, list_works, render
 from pipeline.sources.registry import MODULES, REGISTRY
@@ -122,7 +122,8 @@ def test_the_registry_lists_every_source_and_params_yaml_has_a_section_for_each(
     assert set(P.defaults()["data"]) == {"sources", "max_file_mb", "http", *REGISTRY}
 
 
-EXTRA_SOURCE = '''"""A source made up by a test: `n` small files, made in memory (acquire stores bytes, it does not parse them)."""
+EXTRA_SOURCE = '''"""A source made up by a test: `n` small files, made in memory \
+(acquire stores bytes, it does not parse them)."""
 from __future__ import annotations
 
 from pydantic import Field
@@ -155,7 +156,8 @@ def test_a_new_source_is_one_module_and_its_registry_entry(tmp_path):
     line, imports = "    bitmidi,\n", "from pipeline.sources import bitmidi, lakh, local, maestro, music21_corpus\n"
     text = registry.read_text()
     assert text.count(line) == 1 and text.count(imports) == 1
-    registry.write_text(text.replace(line, line + "    tiny,\n").replace(imports, imports + "from pipeline.sources import tiny\n"))
+    registry.write_text(text.replace(line, line + "    tiny,\n")
+                        .replace(imports, imports + "from pipeline.sources import tiny\n"))
 
     def acquire(data: dict) -> subprocess.CompletedProcess:
         params = P.defaults()

@@ -59,7 +59,8 @@ def test_all_remote_sources_build_the_pipeline_and_a_second_run_fetches_nothing(
     lakh = pq.read_table(repo / "data/raw/lakh/manifest.parquet").to_pylist()
     assert all(r["source_id"] == r["md5"] for r in lakh)
     bitmidi = pq.read_table(repo / "data/raw/bitmidi/manifest.parquet").to_pylist()
-    assert len(bitmidi) == len(remote.bitmidi.records) and all(r["artifact"] for r in bitmidi) and not (repo / "data/raw/bitmidi/state").exists()
+    assert (len(bitmidi) == len(remote.bitmidi.records) and all(r["artifact"] for r in bitmidi)
+            and not (repo / "data/raw/bitmidi/state").exists())
 
     # MAESTRO's official split survives into the processed data
     processed = [r for f in sorted((repo / "data/processed/pianoroll").glob("*.parquet"))

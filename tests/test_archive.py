@@ -64,8 +64,13 @@ def _tar(tmp_path, name="c.tar.gz"):
             tf.addfile(info, io.BytesIO(data) if data else None)
         add(tarfile.TarInfo("lmd/0/ok.mid"), b"MThd-fake")
         add(tarfile.TarInfo("../evil.mid"), b"MThd")
-        sym = tarfile.TarInfo("lmd/sym.mid"); sym.type = tarfile.SYMTYPE; sym.linkname = "/etc/passwd"; add(sym)
-        dev = tarfile.TarInfo("lmd/dev.mid"); dev.type = tarfile.CHRTYPE; add(dev)
+        sym = tarfile.TarInfo("lmd/sym.mid")
+        sym.type = tarfile.SYMTYPE
+        sym.linkname = "/etc/passwd"
+        add(sym)
+        dev = tarfile.TarInfo("lmd/dev.mid")
+        dev.type = tarfile.CHRTYPE
+        add(dev)
         add(tarfile.TarInfo("lmd/big.mid"), b"x" * 100)
     return path
 

@@ -12,7 +12,10 @@ def score(fixtures):
     return Score.from_midi((fixtures / "pop" / "pypianoroll_sample2.mid").read_bytes())
 
 
-def _hash(score: Score, key: ContentKey = ContentKey()) -> str | None:
+DEFAULT_KEY = ContentKey()
+
+
+def _hash(score: Score, key: ContentKey = DEFAULT_KEY) -> str | None:
     """The content hash of a score as the MIDI file it writes, drums by channel 10."""
     song = smf.read(score.dumps_midi())
     return content_hash_of([(p.on_drum_channel, p.start, p.pitch) for p in song.parts], song.ticks_per_quarter, key)
@@ -48,7 +51,8 @@ def test_content_hash_sees_different_music(score):
     for t in transposed.tracks:
         if not t.is_drum:
             t.shift_pitch(2, inplace=True)
-    assert _hash(transposed, ContentKey(transpose_invariant=False)) != _hash(score, ContentKey(transpose_invariant=False))
+    assert (_hash(transposed, ContentKey(transpose_invariant=False))
+            != _hash(score, ContentKey(transpose_invariant=False)))
     drums_moved = score.copy()
     for t in drums_moved.tracks:
         if t.is_drum:

@@ -67,7 +67,7 @@ def test_nade_decisions_follow_its_conditionals_cell_by_cell():
     threshold; the logits returned are those conditionals (teacher forcing on the chosen frame gives them back)."""
     head, out = _nade(width=8), torch.randn(4, 3, 5, dtype=torch.double)
     for t in (0.3, 0.5, 0.7):
-        frames, logits = head.decide(out, lambda z: (torch.sigmoid(z) > t).double())
+        frames, logits = head.decide(out, lambda z, t=t: (torch.sigmoid(z) > t).double())
         torch.testing.assert_close(head(out, frames), logits, rtol=0, atol=1e-12)
         assert torch.equal(frames, (torch.sigmoid(logits) > t).double())
 

@@ -67,7 +67,9 @@ def test_a_few_steps_fit_a_repeating_pattern(head):
     for _ in range(150):
         loss = losses.bce(m(x, y), y)
         first = first if first is not None else loss.item()
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     assert loss.item() < first / 10
     assert torch.equal(m.eval().free(x[:1], 8)[0][0], y[0])
 
@@ -103,7 +105,9 @@ def test_token_model_learns_a_cycle():
     opt = torch.optim.Adam(m.parameters(), lr=0.02)
     for _ in range(100):
         loss = torch.nn.functional.cross_entropy(m(x, y).transpose(1, 2), y)
-        opt.zero_grad(); loss.backward(); opt.step()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
     assert torch.equal(m.eval().free(x[:1], 8)[0][0], y[0])
 
 

@@ -57,7 +57,8 @@ def test_repro_builds_every_output_then_an_experiment_reruns_only_the_model(buil
     assert [s["png"] for s in index["samples"]] == [f"rolls/sample_{i:03d}.png" for i in range(3)]
     assert (repo / "data/samples/rolls/sample_000.png").read_bytes()[:4] == b"\x89PNG"
     for s in index["samples"]:  # a MIDI file exactly for the samples with notes
-        assert (s["midi"] is not None) == (s["generated_notes"] > 0) == (repo / f"data/samples/{s['name']}.mid").exists()
+        assert ((s["midi"] is not None) == (s["generated_notes"] > 0)
+                == (repo / f"data/samples/{s['name']}.mid").exists())
     assert (repo / "data/report.html").exists()
 
     # this test's own copy of that run (committed as "baseline run"), to run DVC in and change

@@ -73,7 +73,7 @@ def s3(tmp_path_factory):
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"moto_server did not listen on {endpoint} within 60 s")
+                    raise AssertionError(f"moto_server did not listen on {endpoint} within 60 s") from None
                 time.sleep(0.2)
         boot = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="boot",
                     aws_secret_access_key="boot")

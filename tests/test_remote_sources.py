@@ -1,6 +1,7 @@
 """MAESTRO, Lakh and bitmidi acquisition against loopback look-alikes of the real sites."""
 import hashlib
 import math
+
 import pytest
 
 from pipeline.acquire import store
@@ -82,7 +83,8 @@ def test_truncated_archive_is_caught_by_checksum_or_by_the_reader(site, tmp_path
 
 
 def _cfg(site, **kw):
-    return B.BitmidiConfig(site.base, kw.get("max_files", 0), kw.get("page_size", 3), kw.get("respect_robots", True), UA)
+    return B.BitmidiConfig(site.base, kw.get("max_files", 0), kw.get("page_size", 3), kw.get("respect_robots", True),
+                           UA)
 
 
 def test_bitmidi_api_walk_downloads_and_records_metadata(site, tmp_path, monkeypatch):
@@ -133,7 +135,8 @@ def test_bitmidi_interrupted_scrape_resumes_from_the_page_it_stopped_at(site, tm
         list(B.iter_bitmidi(_cfg(site, page_size=2), http(), tmp_path, 1 << 24))
     assert [h.status for h in site.hits("/api/midi/all")] == [200, 200, 503, 503, 503, 503]
     site.log.clear()
-    manifest, _ = store("bitmidi", B.iter_bitmidi(_cfg(site, page_size=2), http(), tmp_path, 1 << 24), tmp_path, 1 << 24)
+    manifest, _ = store("bitmidi", B.iter_bitmidi(_cfg(site, page_size=2), http(), tmp_path, 1 << 24),
+                        tmp_path, 1 << 24)
     assert [h.query["page"] for h in site.hits("/api/midi/all")] == [["2"]]  # pages 0 and 1 came from the cache
     assert manifest.num_rows == len(site.bitmidi.records) >= 5 and not (tmp_path / "state").exists()
 

@@ -28,7 +28,8 @@ def _vlq(n: int) -> bytes:
 
 def smf_bytes(tracks: list[list[tuple[int, bytes]]], tpq: int = 480, fmt: int = 1) -> bytes:
     """A Standard MIDI File from (delta ticks, raw event bytes) lists, one per track; end-of-track added."""
-    out = b"MThd" + (6).to_bytes(4, "big") + fmt.to_bytes(2, "big") + len(tracks).to_bytes(2, "big") + tpq.to_bytes(2, "big")
+    out = (b"MThd" + (6).to_bytes(4, "big") + fmt.to_bytes(2, "big") + len(tracks).to_bytes(2, "big")
+           + tpq.to_bytes(2, "big"))
     for events in tracks:
         body = b"".join(_vlq(d) + e for d, e in events) + b"\x00\xff\x2f\x00"
         out += b"MTrk" + len(body).to_bytes(4, "big") + body
@@ -142,7 +143,8 @@ def test_sax_names_do_not_make_a_choral_score(tmp_path, monkeypatch):
 # one row per rule (in RULES order), each with the names that must NOT match it
 RULE_ROWS = [
     ("drum channel", (0, True, "Piano", False), "drums", [(0, False, "Piano", False)]),
-    ("drum name", (0, False, "Bass Drum", True), "drums", [(0, False, "Bass", False), (0, False, "Drummond Theme", False)]),
+    ("drum name", (0, False, "Bass Drum", True), "drums",
+     [(0, False, "Bass", False), (0, False, "Drummond Theme", False)]),
     ("voice part", (0, False, "Bass", True), "ensemble",
      [(0, False, "Bass", False), (0, False, "Alto Sax", True), (0, False, "Tenor Horn", True),
       (0, False, "Bass Guitar", True), (33, False, "Bass", True)]),

@@ -1,9 +1,10 @@
 """Stage functions on a tiny processed dataset built from the fixture files, in both representations."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from types import SimpleNamespace
 import torch
 
 from pipeline import baselines, convert, generate, prepare
@@ -42,7 +43,8 @@ def tokenized(midi_folder, tmp_path, monkeypatch):
 
 
 def _rows(kind):
-    return [r for f in sorted((data_dir() / "..").resolve().glob(f"{kind}/*.parquet")) for r in pq.read_table(f).to_pylist()]
+    return [r for f in sorted((data_dir() / "..").resolve().glob(f"{kind}/*.parquet"))
+            for r in pq.read_table(f).to_pylist()]
 
 
 def test_convert_writes_every_selected_sequence_once_in_its_split_shard(processed):
@@ -154,8 +156,10 @@ def test_token_windows_and_transposition(tokenized):
 
 
 def test_repeat_last_baseline_shapes():
-    x = torch.zeros(2, 4, 3); x[:, -1, 1] = 1
-    y = torch.zeros(2, 4, 3); y[:, 0, 2] = 1
+    x = torch.zeros(2, 4, 3)
+    x[:, -1, 1] = 1
+    y = torch.zeros(2, 4, 3)
+    y[:, 0, 2] = 1
     nf = baselines.repeat_last(x, y, "next_frame")
     assert nf[0, 0, 1] == 1 and nf[0, 1, 2] == 1 and nf[0, 2].sum() == 0
     cont = baselines.repeat_last(x, y, "continuation")
@@ -172,7 +176,8 @@ def test_generated_midi_reads_back_as_seed_and_generated_tracks_with_drums_on_ch
     assert [t.is_drum for t in score.tracks] == [False, True, False, True]
     assert score.tracks[0].program == 40
     for (pitched, drums), notes, offset in zip((score.tracks[:2], score.tracks[2:]), (seed, gen), (0, 16)):
-        got = sorted((int(x.pitch), x.time // generate.TICKS_PER_FRAME - offset) for t in (pitched, drums) for x in t.notes)
+        got = sorted((int(x.pitch), x.time // generate.TICKS_PER_FRAME - offset)
+                     for t in (pitched, drums) for x in t.notes)
         want = sorted(zip(grid.midi_pitch(notes.key).tolist(), notes.start.tolist()))
         assert got == want
 

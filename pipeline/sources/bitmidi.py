@@ -99,7 +99,7 @@ def list_api(http: Client, cfg: BitmidiConfig, state: Path, allowed) -> list[dic
         if not allowed(url):
             raise HttpError(f"robots.txt at {base} forbids the listing API ({url})")
 
-        def fetch():
+        def fetch(url=url):
             r = http.request(url)
             with r:
                 if r.status_code == 404:
@@ -150,7 +150,8 @@ def list_sitemap(http: Client, cfg: BitmidiConfig, state: Path, allowed) -> list
     base = cfg.base_url
     host = urlsplit(base).netloc
     pages = [u for u in _sitemap_urls(http, f"{base}/sitemap.xml")
-             if urlsplit(u).netloc in ("", host) and urlsplit(u).path.strip("/") and "/" not in urlsplit(u).path.strip("/")]
+             if urlsplit(u).netloc in ("", host) and urlsplit(u).path.strip("/")
+             and "/" not in urlsplit(u).path.strip("/")]
     records = []
     for url in tqdm(pages, desc="bitmidi pages", unit="page", mininterval=1):
         if cfg.max_files and len(records) >= cfg.max_files:
@@ -159,7 +160,7 @@ def list_sitemap(http: Client, cfg: BitmidiConfig, state: Path, allowed) -> list
         if not allowed(urljoin(base + "/", slug)):
             continue
 
-        def fetch():
+        def fetch(slug=slug):
             r = http.request(urljoin(base + "/", slug))
             with r:
                 return parse_page(r.text, slug) if r.status_code == 200 else None
