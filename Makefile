@@ -20,6 +20,7 @@ repro: setup
 	python -m pipeline.summary
 
 test: setup
+	ruff check .
 	python -m pytest
 
 clean:
