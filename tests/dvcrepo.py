@@ -22,6 +22,11 @@ def env(extra: dict | None = None) -> dict:
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
     e.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
              GIT_COMMITTER_EMAIL="t@example.com", DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
+    # one torch (OpenMP) thread per stage process unless the caller chose otherwise: the tiny models gain nothing
+    # from more, and where another process holds a core, two threads stall at every op's barrier (measured on 2
+    # cores with one busy: test_acquire_e2e's evaluate in 266 s and 288 s with 2 threads, 45 s and 135 s with 1). train sets its own
+    # count from train.threads, which TINY sets to 1 for the same reason.
+    e.setdefault("OMP_NUM_THREADS", "1")
     for k, v in (extra or {}).items():
         if v is None:
             e.pop(k, None)
@@ -70,9 +75,8 @@ def set_params(repo: Path, over: dict) -> None:
     path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), over), sort_keys=False))
 
 
-# params that make every stage after acquire take seconds. One torch thread for training: a model this small
-# gains nothing from more, and two threads on a busy 2-core machine stall at every op (measured: the same 2 epochs
-# in 100 s with threads 0, that is 2 here, against 5 s with 1, and the same losses).
+# params that make every stage after acquire take seconds. One torch thread for training (see env()): measured on
+# a busy 2-core machine, the same 2 epochs in 100 s with threads 0 (that is 2 there) against 5 s with 1.
 TINY = {
     "prepare": {"workers": 2},
     "split": {"valid": 0.2, "test": 0.2},
