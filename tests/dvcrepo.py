@@ -22,10 +22,10 @@ def env(extra: dict | None = None) -> dict:
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
     e.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@example.com", GIT_COMMITTER_NAME="t",
              GIT_COMMITTER_EMAIL="t@example.com", DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
-    # one torch (OpenMP) thread per stage process unless the caller chose otherwise: the tiny models gain nothing
-    # from more, and where another process holds a core, two threads stall at every op's barrier (measured on 2
-    # cores with one busy: test_acquire_e2e's evaluate in 266 s and 288 s with 2 threads, 45 s and 135 s with 1).
-    # train sets its own count from train.threads, which TINY sets to 1 for the same reason.
+    # one torch (OpenMP) thread per stage process unless the caller set OMP_NUM_THREADS: the tiny models gain
+    # nothing from more, and where another process holds a core, two threads stall at every op's barrier
+    # (measured on 2 cores with one busy: test_acquire_e2e's evaluate in 266 s and 288 s with 2 threads, 45 s and
+    # 135 s with 1). train sets its own count from train.threads, which TINY sets to 1 for the same reason.
     e.setdefault("OMP_NUM_THREADS", "1")
     for k, v in (extra or {}).items():
         if v is None:

@@ -34,8 +34,9 @@ def _sum(algo, data):
     return f"{algo}:{hashlib.new(algo, data).hexdigest()}"
 
 
-@pytest.fixture(scope="module")
-def repo(remote, tmp_path_factory):
+@pytest.fixture
+def repo(remote, tmp_path):
+    """A fresh repository per test (a copy of files, no run), so that no test sees another's downloads."""
     f = remote.files
     params = merge(TINY, {"data": {
         "sources": ["maestro", "lakh", "bitmidi"],
@@ -45,7 +46,7 @@ def repo(remote, tmp_path_factory):
         "lakh": {"url": remote.url("/lmd/lmd_full.tar.gz"), "checksum": _sum("md5", f["/lmd/lmd_full.tar.gz"])},
         "bitmidi": {"base_url": remote.base, "max_files": 0, "requests_per_second": 10.0},
     }})
-    return make_repo(tmp_path_factory.mktemp("remote") / "repo", params)
+    return make_repo(tmp_path / "repo", params)
 
 
 def test_all_remote_sources_build_the_pipeline_and_a_second_run_fetches_nothing(remote, repo):
@@ -77,6 +78,8 @@ def test_all_remote_sources_build_the_pipeline_and_a_second_run_fetches_nothing(
 
 
 def test_a_download_killed_midway_finishes_on_the_next_repro_without_refetching(remote, repo):
+    dvc(repo, "repro", "acquire@lakh")  # the first URL's archive, which the new URL's must replace
+    assert (repo / "data/raw/lakh/lmd_full.tar.gz").is_file()
     big = lmd_tar([d for _, d in real_files("lakh/hashed", limit=2)] + [os.urandom(3 << 20)])
     remote.files["/lmd/big.tar.gz"] = big
     remote.rate["/lmd/big.tar.gz"] = 600_000  # bytes/s: slow enough to kill it mid-body
