@@ -37,9 +37,19 @@ class Representation(Codec):
     def n_features(self, meta: "Meta") -> int:
         """The model's input and output width: frame width, or vocabulary size."""
 
+    embeds: ClassVar[bool] = False  # steps are ids the model embeds (else multi-hot frames fed as they are)
+
     @abstractmethod
+    def head(self, m: "P.ModelParams") -> str:
+        """The output head (pipeline/heads.py) this kind trains under `model.*` params."""
+
     def model_config(self, meta: "Meta", m: "P.ModelParams", seq_len: int) -> "Config":
         """The model for this data under `model.*` params."""
+        from pipeline.model import Config
+
+        return Config(n_features=self.n_features(meta), hidden=m.hidden, layers=m.layers, dropout=m.dropout,
+                      seq_len=seq_len, tokens=self.embeds, kind=self.kind, n_keys=meta.n_keys, head=self.head(m),
+                      nade_hidden=m.nade_hidden)
 
     def init(self, model: "Seq2Seq", split: "Split") -> None:
         """Set what training starts from the training split (default: nothing)."""

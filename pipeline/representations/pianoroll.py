@@ -71,11 +71,8 @@ class PianoRoll(PianoRollCodec, Representation):
     def n_features(self, meta) -> int:
         return meta.features
 
-    def model_config(self, meta, m, seq_len):
-        from pipeline.model import Config
-
-        return Config(n_features=meta.features, hidden=m.hidden, layers=m.layers, dropout=m.dropout, seq_len=seq_len,
-                      tokens=False, kind=self.kind, n_keys=meta.n_keys, head=m.head, nade_hidden=m.nade_hidden)
+    def head(self, m) -> str:
+        return m.head
 
     def init(self, model, split) -> None:
         model.head.init_bias(cell_frequencies(split))

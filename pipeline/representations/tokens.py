@@ -71,13 +71,11 @@ class Tokens(TokenCodec, Representation):
     def n_features(self, meta) -> int:
         return meta.vocab_size
 
-    def model_config(self, meta, m, seq_len):
-        from pipeline.model import Config
+    embeds = True
 
-        # the head is a softmax over the vocabulary: one logit per token, the "independent" head's shape
-        return Config(n_features=meta.vocab_size, hidden=m.hidden, layers=m.layers, dropout=m.dropout,
-                      seq_len=seq_len, tokens=True, kind=self.kind, n_keys=meta.n_keys, head="independent",
-                      nade_hidden=m.nade_hidden)
+    def head(self, m) -> str:
+        # a softmax over the vocabulary: one logit per token, the "independent" head's shape
+        return "independent"
 
     def loss(self, p, meta):
         """Cross-entropy over the vocabulary, padding ignored."""
