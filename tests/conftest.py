@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `make test` runs two pytest-xdist workers on two cores: one torch (OpenMP) thread each, set before any test
+    # imports torch, or the workers' thread pools fight over the cores and both slow down
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "midi"
@@ -36,9 +42,23 @@ def midi_folder(tmp_path: Path) -> Path:
 def built(tmp_path_factory):
     """The whole tiny pipeline run once per test session by `dvc repro` and committed (tests/dvcrepo.py, Built):
     end-to-end tests read it; those that change a repository take `built_copy`. No test changes it."""
-    from tests.dvcrepo import build
+    from filelock import FileLock
 
-    return build(tmp_path_factory.mktemp("built"))
+    from tests.dvcrepo import Built, build
+
+    # Under pytest-xdist every worker has its own basetemp inside one shared folder: the first worker to get the
+    # lock builds there and the others read the same build (it is never changed), so it is built once per run.
+    xdist = "PYTEST_XDIST_WORKER" in os.environ
+    shared = tmp_path_factory.getbasetemp().parent if xdist else tmp_path_factory.getbasetemp()
+    root, log = shared / "built", shared / "built" / "first_repro.txt"
+    with FileLock(str(shared / "built.lock")):
+        if not log.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a build that failed part way in another worker
+            root.mkdir()
+            b = build(root)
+            log.write_text(b.first_repro)
+    return Built(root / "repo", log.read_text())
+
 
 
 @pytest.fixture
