@@ -26,14 +26,15 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {  # name: params changed from params.yaml
-    "independent-threshold": {"model.head": "independent"},
-    "independent-bernoulli": {"model.head": "independent", "generate.sampling": "bernoulli"},
-    "nade-threshold": {"model.head": "nade"},
-    "nade-bernoulli": {"model.head": "nade", "generate.sampling": "bernoulli"},
+VARIANTS = {  # name: params changed from params.yaml (each spelled out, so a row means the same as defaults move)
+    "independent-threshold": {"model.head": "independent", "generate.sampling": "threshold", "train.epochs": 20},
+    "independent-bernoulli": {"model.head": "independent", "generate.sampling": "bernoulli", "train.epochs": 20},
+    "nade-threshold": {"model.head": "nade", "generate.sampling": "threshold", "train.epochs": 20},
+    "nade-bernoulli": {"model.head": "nade", "generate.sampling": "bernoulli", "train.epochs": 20},
     "nade-bernoulli-40-epochs": {"model.head": "nade", "generate.sampling": "bernoulli", "train.epochs": 40},
-    "tokens-threshold": {"represent.kind": "tokens"},
-    "tokens-bernoulli": {"represent.kind": "tokens", "generate.sampling": "bernoulli"},
+    "hold-nade-bernoulli-40-epochs": {"model.head": "hold_nade", "generate.sampling": "bernoulli", "train.epochs": 40},
+    "tokens-threshold": {"represent.kind": "tokens", "generate.sampling": "threshold", "train.epochs": 20},
+    "tokens-bernoulli": {"represent.kind": "tokens", "generate.sampling": "bernoulli", "train.epochs": 20},
 }
 GAPS = ("notes", "pitches_used", "pitch_class_entropy", "polyphony")
 

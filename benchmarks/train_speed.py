@@ -15,9 +15,9 @@ Usage: PYTHONPATH=. python benchmarks/train_speed.py [--mfu-only | --heads-only]
    windows) and for a DeepMusician-style loop of the same model (stride-1 windows, teacher-forcing ratio 0.5
    decoded step by step in Python), same data, same run, validation every 25 batches.
 3. Output heads at the default size (hidden 256, 2 layers, batch 64, 32 frames in / 32 out, the default data's
-   frames): the median training step with the independent head and with the NADE head (model.nade_hidden 64
-   and 128), steps interleaved; and the time to continue 32 windows (of train) by 64 frames, as many as the
-   default samples, with each head.
+   frames): the median training step with the independent head, the NADE head (model.nade_hidden 64
+   and 128) and the hold-gated NADE (64), steps interleaved; and the time to continue 32 windows (of train) by
+   64 frames, as many as the default samples, with each head.
 """
 from __future__ import annotations
 
@@ -118,7 +118,8 @@ def heads(rounds: int = 5) -> None:
     x, y = x.float(), y.float()
     F, K = split.meta.features, split.meta.n_keys
     runs = {}
-    for name, head, units in (("independent", "independent", 64), ("nade 64", "nade", 64), ("nade 128", "nade", 128)):
+    for name, head, units in (("independent", "independent", 64), ("nade 64", "nade", 64), ("nade 128", "nade", 128),
+                              ("hold_nade 64", "hold_nade", 64)):
         torch.manual_seed(0)
         model = Seq2Seq(Config(n_features=F, n_keys=K, hidden=256, layers=2, dropout=0.2, seq_len=32, head=head,
                                nade_hidden=units))

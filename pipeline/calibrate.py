@@ -39,7 +39,7 @@ def calibrate(model, train: Split, valid: Split, batch_size: int, device) -> dic
         freq_sweep.add(sounding_prob(freq.expand_as(y), k), true)
         if rep.thresholded:
             x, y = x.to(device), y.to(device)
-            add_to_sweep(model_sweep, model, model.states(x, y), y, k)
+            add_to_sweep(model_sweep, model, model.states(x, y), y, k, model.previous(x, y))
     if not freq_sweep.pos.sum():
         raise ValueError("calibrate: the valid split has no sounding frames to choose a threshold on")
     t, f1 = model_sweep.best() if rep.thresholded else (None, None)

@@ -30,8 +30,8 @@ class Config:
     tokens: bool = False
     kind: str = "pianoroll"  # the representation trained on: checked before evaluate/generate use the model
     n_keys: int | None = None  # keys per plane of a piano-roll frame; None: the frame is one plane
-    head: str = "independent"  # independent (a sigmoid per cell; for tokens, the softmax) | nade (piano rolls)
-    nade_hidden: int | None = None  # hidden units of a NADE head
+    head: str = "independent"  # independent (a sigmoid per cell; for tokens, the softmax) | nade | hold_nade
+    nade_hidden: int | None = None  # hidden units of a NADE head (nade, hold_nade)
 
 
 class Seq2Seq(nn.Module):
@@ -43,7 +43,7 @@ class Seq2Seq(nn.Module):
         width = h if cfg.tokens else cfg.n_features
         self.encoder = GRU(width, h, cfg.layers, batch_first=True, dropout=drop)
         self.decoder = GRU(width, h, cfg.layers, batch_first=True, dropout=drop)
-        self.head = heads.make(cfg.head, h, cfg.n_features, cfg.dropout, cfg.nade_hidden)
+        self.head = heads.make(cfg.head, h, cfg.n_features, cfg.dropout, cfg.nade_hidden, cfg.n_keys)
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return self.embed(x) if self.embed is not None else x
@@ -52,23 +52,30 @@ class Seq2Seq(nn.Module):
         """The default way a step is chosen: cells over `threshold`, or the most likely token."""
         return Sampler("threshold", threshold, tokens=self.cfg.tokens)
 
+    @staticmethod
+    def previous(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The step before each step of `y` (batch, steps[, n_features]): the last of `x`, then `y` shifted: what
+        the decoder is fed at each step, and what a head's hold gate would repeat."""
+        return torch.cat([x[:, -1:], y[:, :-1]], dim=1)
+
     def states(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Decoder states (batch, steps, hidden) for the window `y` after `x`, each step fed the true one before
         it (teacher forcing), in one fused GRU call."""
         _, h = self.encoder(self.inputs(x))
-        out, _ = self.decoder(self.inputs(torch.cat([x[:, -1:], y[:, :-1]], dim=1)), h)
+        out, _ = self.decoder(self.inputs(self.previous(x, y)), h)
         return out
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, fed: torch.Tensor | None = None) -> torch.Tensor:
         """Teacher-forced logits (batch, steps, n_features) scoring the window `y` (batch, steps[, n_features])
         after `x` (batch, seq_len[, n_features]): their summed (binary) cross-entropy against `y` is -log p(y).
         `fed`: the steps fed to the decoder instead of `y` (scheduled sampling); `y` is still what is scored."""
-        return self.head(self.states(x, y if fed is None else fed), y)
+        fed = y if fed is None else fed
+        return self.head(self.states(x, fed), y, self.previous(x, fed))
 
     def decode(self, x: torch.Tensor, y: torch.Tensor, choose=None) -> torch.Tensor:
         """The steps the model takes (batch, steps[, n_features]) when it has seen the true steps before each:
         the next-step decisions of the teacher-forced protocol. `choose`: default `threshold()`."""
-        return self.head.decide(self.states(x, y), choose or self.threshold())[0]
+        return self.head.decide(self.states(x, y), choose or self.threshold(), self.previous(x, y))[0]
 
     def free(self, x: torch.Tensor, steps: int, choose=None, y: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,8 +89,8 @@ class Seq2Seq(nn.Module):
         prev, taken, logits = x[:, -1:], [], []
         for t in range(steps):
             out, h = self.decoder(self.inputs(prev), h)
-            step, own = self.head.decide(out, choose)
-            logits.append(own if y is None else self.head(out, y[:, t:t + 1]))
+            step, own = self.head.decide(out, choose, prev)
+            logits.append(own if y is None else self.head(out, y[:, t:t + 1], prev))
             prev = step.to(x.dtype)
             taken.append(prev)
         return torch.cat(taken, dim=1), torch.cat(logits, dim=1)

@@ -137,9 +137,9 @@ class ModelParams(Strict):
     hidden: int = Field(ge=2)
     layers: int = Field(ge=1)
     dropout: float = Field(ge=0, lt=1)
-    # piano rolls' output head: independent (a sigmoid per cell) | nade (the cells of a frame jointly); token
-    # models always predict one token with a softmax
-    head: Literal["independent", "nade"]
+    # piano rolls' output head: independent (a sigmoid per cell) | nade (the cells of a frame jointly) |
+    # hold_nade (a hold gate, then the NADE); token models always predict one token with a softmax
+    head: Literal["independent", "nade", "hold_nade"]
     nade_hidden: int = Field(ge=1, description="hidden units of the NADE head")
 
 
@@ -211,9 +211,9 @@ class Params(Strict):
 
     @model_validator(mode="after")
     def _head_fits(self) -> "Params":
-        if self.model.head == "nade" and self.represent.kind == "pianoroll" and self.generate.sampling == "topk":
+        if self.model.head != "independent" and self.represent.kind == "pianoroll" and self.generate.sampling == "topk":
             raise ValueError("generate.sampling: topk needs the independent head (model.head: independent); "
-                             "the nade head chooses cell by cell: use threshold or bernoulli")
+                             f"the {self.model.head} head chooses cell by cell: use threshold or bernoulli")
         return self
 
 

@@ -48,15 +48,16 @@ def new_sweep(model) -> Sweep | ThresholdGrid:
     return Sweep() if model.head.factorised else ThresholdGrid()
 
 
-def add_to_sweep(sweep: Sweep | ThresholdGrid, model, out: torch.Tensor, y: torch.Tensor, k: int) -> None:
+def add_to_sweep(sweep: Sweep | ThresholdGrid, model, out: torch.Tensor, y: torch.Tensor, k: int,
+                 prev: torch.Tensor) -> None:
     """Count the model's teacher-forced next-frame decisions on one batch at every threshold of `sweep`
-    (`out`: the decoder states, model.states(x, y))."""
+    (`out`: the decoder states, model.states(x, y); `prev`: model.previous(x, y))."""
     true = sounding(y, k)
     if isinstance(sweep, Sweep):
-        sweep.add(sounding_prob(torch.sigmoid(model.head(out, y)), k), true)
+        sweep.add(sounding_prob(torch.sigmoid(model.head(out, y, prev)), k), true)
         return
     for i, t in enumerate(sweep.THRESHOLDS):
-        sweep.add(i, sounding(model.head.decide(out, model.threshold(float(t)))[0], k), true)
+        sweep.add(i, sounding(model.head.decide(out, model.threshold(float(t)), prev)[0], k), true)
 
 
 def pr_rows(sweep: Sweep | ThresholdGrid) -> list[dict]:

@@ -95,11 +95,11 @@ def validate(model: Seq2Seq, loader: DataLoader, loss, device: torch.device, rep
     figures, total, n = rep.validation(), 0.0, 0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        out = model.states(x, y)
-        logits = model.head(out, y)
+        out, prev = model.states(x, y), model.previous(x, y)
+        logits = model.head(out, y, prev)
         total += float(loss(logits, y)) * len(x)
         n += len(x)
-        figures.add(model, out, logits, y)
+        figures.add(model, out, logits, y, prev)
     return {"loss": total / n, **figures.summary()}
 
 

@@ -1,12 +1,12 @@
-"""The NADE head against brute force: a proper distribution over every frame, the right gradient, and decisions
-that follow its conditionals."""
+"""The NADE heads against brute force: a proper distribution over every frame, the right gradient, and decisions
+that follow its conditionals; the hold gate's mixture and its sustain-plane marginal computed by hand."""
 import itertools
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.heads import NADE, Independent
+from pipeline.heads import NADE, HoldNADE, Independent
 from pipeline.sampling import Sampler
 
 
@@ -19,12 +19,24 @@ def _nade(width=6, hidden=5, units=4, seed=0):
     return head
 
 
-def _log_prob(head, out, frames):
-    """log p(frame) for every frame (n, width) at every state (batch, T, hidden): (n, batch, T)."""
+def _hold_nade(keys=2, hidden=5, units=4, seed=0):
+    torch.manual_seed(seed)
+    head = HoldNADE(hidden, 2 * keys, units, keys).double()
+    with torch.no_grad():
+        head.W.normal_(0, 1.5)
+        head.V.normal_(0, 1.5)
+        head.gate.weight.normal_(0, 1.0)
+    return head
+
+
+def _log_prob(head, out, frames, prev=None, cells=slice(None)):
+    """log p(frame) for every frame (n, width) at every state (batch, T, hidden): (n, batch, T); `cells`: sum the
+    cross-entropy over these cells only (the sustain plane: that plane's log-probability)."""
     rows = []
     for f in frames:
         y = f.expand(*out.shape[:2], -1)
-        rows.append(-F.binary_cross_entropy_with_logits(head(out, y), y, reduction="none").sum(-1))
+        bce = F.binary_cross_entropy_with_logits(head(out, y, prev), y, reduction="none")
+        rows.append(-bce[..., cells].sum(-1))
     return torch.stack(rows)
 
 
@@ -88,6 +100,87 @@ def test_sampling_as_the_temperature_goes_to_zero_gives_the_threshold_decisions(
     threshold, _ = head.decide(out, Sampler("threshold", threshold=0.5))
     cold, _ = head.decide(out, Sampler("bernoulli", temperature=1e-6, generator=torch.Generator().manual_seed(1)))
     assert torch.equal(cold.double(), threshold.double())
+
+
+def _prev(batch, T, keys):
+    """Previous frames: sustain planes (one of them silent), onset planes that must not matter."""
+    prev = (torch.rand(batch, T, 2 * keys, generator=torch.Generator().manual_seed(3)) > 0.5).double()
+    prev[0, 0] = 0
+    return prev
+
+
+def test_hold_gate_is_the_mixture_of_the_hold_frame_and_the_nade_summing_to_one():
+    """p(v) = pi [v = hold] + (1 - pi) NADE(v), hold = the previous sustain plane with no onset: by brute force
+    over all 16 frames of two keys (two planes), at states whose previous frames differ."""
+    head, out, keys = _hold_nade(), torch.randn(2, 3, 5, dtype=torch.double), 2
+    prev, frames = _prev(2, 3, keys), _every_frame(2 * keys)
+    got = _log_prob(head, out, frames, prev).exp()
+    nade = NADE(5, 2 * keys, 4).double()
+    nade.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("gate.")})
+    q = _log_prob(nade, out, frames).exp()
+    pi = torch.sigmoid(head.gate(out).squeeze(-1))
+    hold = torch.cat([prev[..., :keys], torch.zeros_like(prev[..., keys:])], -1)
+    is_hold = (frames.view(-1, 1, 1, 2 * keys) == hold).all(-1)
+    torch.testing.assert_close(got, pi * is_hold + (1 - pi) * q, rtol=0, atol=1e-12)
+    torch.testing.assert_close(got.sum(0), torch.ones(2, 3, dtype=torch.double), rtol=0, atol=1e-12)
+
+
+def test_hold_gate_sustain_cells_give_the_sustain_planes_exact_marginal():
+    """The summed cross-entropy over the sustain plane's cells is -log of the plane's marginal, the sum over
+    every onset plane of the brute-force frame probabilities: what the pipeline reports as NLL per frame."""
+    head, out, keys = _hold_nade(seed=1), torch.randn(2, 2, 5, dtype=torch.double), 2
+    prev, frames = _prev(2, 2, keys), _every_frame(2 * keys)
+    joint = _log_prob(head, out, frames, prev).exp()
+    plane = _log_prob(head, out, frames, prev, cells=slice(0, keys)).exp()
+    for i, f in enumerate(frames):
+        same = (frames[:, :keys] == f[:keys]).all(1)
+        torch.testing.assert_close(plane[i], joint[same].sum(0), rtol=0, atol=1e-10)
+
+
+def test_hold_gate_gradient_matches_finite_differences():
+    head = _hold_nade(keys=2, hidden=3, units=3)
+    out = torch.randn(2, 3, 3, dtype=torch.double, requires_grad=True)
+    prev = _prev(2, 3, 2)
+    y = prev.clone()
+    y[..., 2:] = 0
+    y[1] = (torch.rand(3, 4, generator=torch.Generator().manual_seed(5)) > 0.5).double()  # some held, some not
+    params = dict(head.named_parameters())
+    nll = lambda o, g: F.binary_cross_entropy_with_logits(
+        torch.func.functional_call(head, {**params, "gate.weight": g}, (o, y, prev)), y, reduction="sum")
+    assert torch.autograd.gradcheck(nll, (out, head.gate.weight.detach().clone().requires_grad_()))
+
+
+def test_hold_gate_sampling_draws_frames_with_their_probabilities():
+    head, keys = _hold_nade(keys=1), 1
+    out, prev = torch.randn(1, 1, 5, dtype=torch.double), torch.tensor([[[1.0, 1.0]]], dtype=torch.double)
+    want = _log_prob(head, out, _every_frame(2 * keys), prev).exp()[:, 0, 0]
+    n = 20000
+    frames, _ = head.decide(out.expand(n, 1, 5), Sampler("bernoulli", generator=torch.Generator().manual_seed(0)),
+                            prev.expand(n, 1, 2))
+    got = torch.bincount((frames[:, 0] * torch.tensor([2.0, 1.0], dtype=torch.double)).sum(-1).long(),
+                         minlength=4).double() / n
+    torch.testing.assert_close(got, want, rtol=0, atol=0.015)
+
+
+def test_hold_gate_decisions_hold_where_the_gate_passes_the_threshold():
+    head, out, keys = _hold_nade(keys=3), torch.randn(4, 5, 5, dtype=torch.double), 3
+    prev = _prev(4, 5, keys)
+    frames, logits = head.decide(out, Sampler("threshold", threshold=0.5), prev)
+    holds = torch.sigmoid(head.gate(out).squeeze(-1)) > 0.5
+    assert 0 < holds.sum() < holds.numel()
+    hold = torch.cat([prev[..., :keys], torch.zeros_like(prev[..., keys:])], -1)
+    assert torch.equal(frames[holds], hold[holds])
+    nade_frames, _ = NADE.decide(head, out, Sampler("threshold", threshold=0.5))
+    assert torch.equal(frames[~holds], nade_frames[~holds])
+    torch.testing.assert_close(logits, head(out, frames, prev), rtol=0, atol=0)
+    cold, _ = head.decide(out, Sampler("bernoulli", temperature=1e-6, generator=torch.Generator().manual_seed(1)), prev)
+    assert torch.equal(cold, frames)
+
+
+def test_hold_gate_without_previous_frames_is_an_error():
+    head = _hold_nade()
+    with pytest.raises(ValueError, match="previous frames"):
+        head(torch.randn(1, 1, 5, dtype=torch.double), torch.zeros(1, 1, 4, dtype=torch.double))
 
 
 def test_threshold_grid_counts_each_thresholds_decisions():

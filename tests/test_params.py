@@ -63,7 +63,7 @@ def test_every_key_is_required_so_params_yaml_is_the_only_default(key):
     ({"generate": {"sampling": "nucleus"}}, "generate.sampling", "'threshold', 'bernoulli' or 'topk'"),
     ({"generate": {"unit": "bars"}}, "generate.unit", "'beats' or 'seconds'"),
     ({"generate": {"temperature": 0}}, "generate.temperature", "greater than 0"),
-    ({"model": {"head": "mdn"}}, "model.head", "'independent' or 'nade'"),
+    ({"model": {"head": "mdn"}}, "model.head", "'independent', 'nade' or 'hold_nade'"),
     ({"model": {"nade_hidden": 0}}, "model.nade_hidden", "greater than or equal to 1"),
     ({"generate": {"sampling": "topk"}}, "(top level)", "generate.sampling: topk needs the independent head"),
 ])

@@ -91,8 +91,9 @@ class Validation(ABC):
     """Valid figures of one epoch, accumulated batch by batch."""
 
     @abstractmethod
-    def add(self, model: "Seq2Seq", out: "torch.Tensor", logits: "torch.Tensor", y: "torch.Tensor") -> None:
-        """One batch: decoder states `out`, teacher-forced `logits` scoring `y`."""
+    def add(self, model: "Seq2Seq", out: "torch.Tensor", logits: "torch.Tensor", y: "torch.Tensor",
+            prev: "torch.Tensor") -> None:
+        """One batch: decoder states `out`, teacher-forced `logits` scoring `y`, `prev` the step before each."""
 
     @abstractmethod
     def summary(self) -> dict:

@@ -50,9 +50,9 @@ class RollValidation(Validation):
     def __init__(self):
         self.counts = FrameCounts()
 
-    def add(self, model, out, logits, y) -> None:
+    def add(self, model, out, logits, y, prev) -> None:
         k = model.cfg.n_keys
-        decided = model.head.decide(out, model.threshold())[0]
+        decided = model.head.decide(out, model.threshold(), prev)[0]
         self.counts.add(sounding(decided, k), sounding(y, k), nll_from_logits(logits[..., :k], y[..., :k]))
 
     def summary(self) -> dict:
@@ -78,10 +78,10 @@ class PianoRoll(PianoRollCodec, Representation):
         model.head.init_bias(cell_frequencies(split))
 
     def loss(self, p, meta):
-        """`train.loss` (focal or plain binary cross-entropy per cell) for the independent head; the nade head
-        always trains on its exact negative log-likelihood (the mean binary cross-entropy of its conditionals),
+        """`train.loss` (focal or plain binary cross-entropy per cell) for the independent head; the NADE heads
+        always train on their exact negative log-likelihood (the mean binary cross-entropy of their logits),
         which focal weighting would no longer be."""
-        if p.model.head == "nade":
+        if p.model.head != "independent":
             return losses.bce
         return losses.make(p.train.loss, p.train.focal_alpha, p.train.focal_gamma)
 
@@ -124,13 +124,13 @@ class PianoRoll(PianoRollCodec, Representation):
         for x, y in tqdm(DataLoader(windows, batch_size=batch_size), desc="evaluate", unit="batch", leave=False):
             x, y = x.to(device), y.to(device)
             truth = Truth(x, y, k)
-            out = model.states(x, y)
-            logits = model.head(out, y)
-            add_to_sweep(sweep, model, out, y, k)
+            out, prev = model.states(x, y), model.previous(x, y)
+            logits = model.head(out, y, prev)
+            add_to_sweep(sweep, model, out, y, k, prev)
             nll = nll_from_logits(logits[..., :k], y[..., :k])
             for name, t in (("model", fixed), ("model_tuned", cal["threshold"])):
                 choose = model.threshold(t)
-                truth.add(counts["next_frame", name], model.head.decide(out, choose)[0], nll)
+                truth.add(counts["next_frame", name], model.head.decide(out, choose, prev)[0], nll)
                 taken, free = model.free(x, y.size(1), choose, y=y)  # free's logits score the true continuation
                 truth.add(counts["continuation", name], taken, nll_from_logits(free[..., :k], y[..., :k]))
             score_baselines(counts, truth, cal, freq, fixed)

@@ -53,7 +53,7 @@ class TokenValidation(Validation):
     def __init__(self):
         self.right, self.steps = 0, 0
 
-    def add(self, model, out, logits, y) -> None:
+    def add(self, model, out, logits, y, prev) -> None:
         self.right += int((logits.argmax(-1) == y).sum())
         self.steps += y.numel()
 

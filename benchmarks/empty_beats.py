@@ -1,0 +1,65 @@
+"""Where a piano-roll model loses the empty beats of its data: free-running against teacher-forced sampling.
+
+Usage: python benchmarks/empty_beats.py [--model models/model.pt] [--temperatures 1.0,0.9]
+
+On every test window of 32 + 64 frames (one every 32 frames), with Bernoulli sampling at each temperature (draws
+seeded): the statistics of 64 free-running frames after the 32 real ones (as `generate` writes them), beside the
+real 64 frames, and the empty-beat rate (MusPy's: the share of beats in which no note starts) of 64 frames each
+sampled given the true frames before it (teacher-forced). A model whose teacher-forced rate is already far below
+the real one does not know where the data holds a beat; one that is close there and far free-running drifts on
+its own output. Needs `make repro` (or `dvc repro train`) done first; run by hand, about a minute on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import music
+from pipeline.checkpoint import load_model
+from pipeline.dataset import Split, data_dir, window_starts
+from pipeline.pianoroll import densify
+from pipeline.representations.pianoroll import roll_notes
+from pipeline.rollout import continue_roll
+from pipeline.sampling import Sampler
+
+SEED, AHEAD, STRIDE = 32, 64, 32  # frames: the seed, what is generated after it, between window starts
+SHOWN = ("notes", "pitches_used", "pitch_class_entropy", "polyphony", "empty_beat_rate")
+
+
+def means(frames: torch.Tensor, grid) -> dict:
+    """Per statistic of SHOWN, its mean over the windows `frames` (windows, frames, features)."""
+    d = [music.describe(roll_notes(f.numpy().astype(bool), grid.n_keys), grid, f.shape[0]) for f in frames]
+    return {k: float(np.nanmean([s[k] for s in d])) for k in SHOWN}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=Path("models/model.pt"))
+    ap.add_argument("--temperatures", default="1.0")
+    args = ap.parse_args()
+    test = Split(data_dir(), "test")
+    grid, k, on = test.meta.grid, test.meta.n_keys, test.meta.onsets
+    model = load_model(test.meta, args.model).eval()
+    x, y = [], []
+    for _, notes in test.notes():
+        for a in window_starts(notes.n_frames, (SEED + AHEAD) // 2, STRIDE):
+            x.append(densify(notes, k, a, a + SEED, onsets=on))
+            y.append(densify(notes, k, a + SEED, a + SEED + AHEAD, onsets=on))
+    x, y = torch.tensor(np.stack(x)).float(), torch.tensor(np.stack(y)).float()
+    real = means(y, grid)
+    print(f"{len(x)} test windows; real: " + ", ".join(f"{n} {v:.3f}" for n, v in real.items()))
+    for t in (float(v) for v in args.temperatures.split(",")):
+        sampler = Sampler("bernoulli", 0.5, t, 8, False, k, torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            free = means(continue_roll(model, x, AHEAD, sampler), grid)
+            forced = means(model.decode(x, y, sampler), grid)["empty_beat_rate"]
+        gaps = ", ".join(f"{n} {(v - real[n]) / real[n]:+.1%}" for n, v in free.items() if n != "empty_beat_rate")
+        print(f"temperature {t}: free-running {gaps}, empty beats {free['empty_beat_rate']:.3f}; "
+              f"teacher-forced sampled empty beats {forced:.3f} (real {real['empty_beat_rate']:.3f})")
+
+
+if __name__ == "__main__":
+    main()
