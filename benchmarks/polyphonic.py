@@ -183,15 +183,16 @@ class WindowTask:
 
     @staticmethod
     def forward(model: Seq2Seq, b, reg: Reg):
-        """Decoder states (before the head), targets and mask of a batch of windows."""
+        """Decoder states (before the head), targets, mask and the frames fed before each (for a hold gate) of a
+        batch of windows."""
         x, y, m = b
         if reg == OFF:
-            return model.states(x, y), y, m
+            return model.states(x, y), y, m, model.previous(x, y)
         enc, dec, drop_in, drop_out = parts(model, reg)
         _, h = enc(drop_in(x))
         dec_in = torch.cat([x[:, -1:], y[:, :-1]], dim=1)
         out, _ = dec(drop_in(dec_in), h)
-        return drop_out(out), y, m
+        return drop_out(out), y, m, dec_in
 
     def eval_batches(self, split: str, batch: int = 256):
         x, y, m = getattr(self, split)
@@ -239,8 +240,9 @@ class PieceTask:
             yield x, m
 
     def forward(self, model: Seq2Seq, b, reg: Reg):
-        """Decoder states (before the head), targets and mask for every chunk after the first (silent) one, each
-        chunk decoded from the encoder's state after all chunks before it."""
+        """Decoder states (before the head), targets, mask and the frames fed before each (for a hold gate) for
+        every chunk after the first (silent) one, each chunk decoded from the encoder's state after all chunks
+        before it."""
         x, m = b
         B, P, n = x.shape
         L, K = self.L, P // self.L
@@ -255,7 +257,8 @@ class PieceTask:
         y = chunks[:, 1:]                                       # (B, K-1, L, n): the chunks to predict
         dec_in = torch.cat([chunks[:, :-1, -1:], y[:, :, :-1]], dim=2).reshape(B * (K - 1), L, n)
         out, _ = dec(drop_in(dec_in, rows=K - 1), h0)
-        return drop_out(out, rows=K - 1), y.reshape(B * (K - 1), L, n), m.view(B, K, L)[:, 1:].reshape(B * (K - 1), L)
+        return (drop_out(out, rows=K - 1), y.reshape(B * (K - 1), L, n), m.view(B, K, L)[:, 1:].reshape(B * (K - 1), L),
+                dec_in)
 
     def eval_batches(self, split: str, batch: int = 64):
         pieces = sorted(self.splits[split], key=len)
@@ -268,8 +271,8 @@ def score(model: Seq2Seq, task, split: str, keep: bool = False) -> Counts:
     model.eval()
     c = Counts(keep)
     for b in task.eval_batches(split):
-        out, y, m = task.forward(model, b, OFF)
-        c.add(model.head(out, y), y, m, model.head.decide(out, model.threshold(0.5))[0])
+        out, y, m, prev = task.forward(model, b, OFF)
+        c.add(model.head(out, y, prev), y, m, model.head.decide(out, model.threshold(0.5), prev)[0])
     return c
 
 
@@ -279,8 +282,9 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=DATA, help="folder holding <data>.mat")
     ap.add_argument("--context", default="full", choices=["full", "window"])
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    ap.add_argument("--head", default="nade", choices=["nade", "independent"],
-                    help="output layer: a NADE over the 88 keys (low to high) or a sigmoid per key")
+    ap.add_argument("--head", default="nade", choices=["nade", "hold_nade", "independent"],
+                    help="output layer: a NADE over the 88 keys (low to high), the NADE behind a hold gate (a "
+                         "frame that repeats the one before is one decision), or a sigmoid per key")
     ap.add_argument("--nade-hidden", type=int, default=64, help="hidden units of the NADE head")
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=2)
@@ -324,7 +328,7 @@ def main() -> None:
                            n_keys=88, head=args.head, nade_hidden=args.nade_hidden)).to(device)
     if args.bias_init:  # start the output at each key's training frequency instead of p = 0.5 everywhere
         freq = np.concatenate(data["train"]).mean(0).clip(1e-4, 1 - 1e-4)
-        out = model.head.to_visible if args.head == "nade" else model.head.net[-1]
+        out = model.head.to_visible if args.head != "independent" else model.head.net[-1]
         with torch.no_grad():
             out.bias.copy_(torch.from_numpy(np.log(freq / (1 - freq))))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -344,8 +348,8 @@ def main() -> None:
     for epoch in range(1, args.epochs + 1):
         model.train()
         for b in task.batches(args.batch, g):
-            out, y, m = task.forward(model, b, reg)
-            logits = model.head(out, y)
+            out, y, m, prev = task.forward(model, b, reg)
+            logits = model.head(out, y, prev)
             cell = F.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)
             loss = (cell * m).sum() / m.sum()
             opt.zero_grad(set_to_none=True)
