@@ -6,9 +6,10 @@ Needs scipy for the .mat files (`pip install -e .[bench]`); the data are read fr
 
 The protocol: next-frame prediction over every frame of every test piece, each test frame predicted exactly
 once, from the real frames before it in its own piece (teacher forcing) and nothing else. Score: NLL per frame
-in nats, summed over the 88 keys and averaged over all test frames: exact for both output heads (--head nade:
-the NADE's conditionals over the keys from low to high; --head independent: a sigmoid per key); frame accuracy
-TP/(TP+FP+FN) of the frames the model decides at probability 0.5 (a NADE key by key), summed over the test set.
+in nats, summed over the 88 keys and averaged over all test frames: exact for every output head (--head nade:
+the NADE's conditionals over the keys from low to high; --head hold_nade: a gate that repeats the frame before,
+else the NADE, a mixture; --head independent: a sigmoid per key); frame accuracy TP/(TP+FP+FN) of the frames the
+model decides at probability 0.5 (a NADE key by key, after the gate), summed over the test set.
 Each piece gets `seq_len` silent frames in front, so its first frame is predicted too, from silence. Two ways of
 feeding the model (pipeline.model.Seq2Seq, its own encoder, decoder and head, unchanged):
 
