@@ -5,7 +5,8 @@ Usage: python benchmarks/empty_beats.py [--model models/model.pt] [--temperature
 On every test window of 32 + 64 frames (one every 32 frames), with Bernoulli sampling at each temperature (draws
 seeded): the statistics of 64 free-running frames after the 32 real ones (as `generate` writes them), beside the
 real 64 frames, and the empty-beat rate (MusPy's: the share of beats in which no note starts) of 64 frames each
-sampled given the true frames before it (teacher-forced). A model whose teacher-forced rate is already far below
+sampled given the true frames before it (teacher-forced, a model window of seq_len frames at a time, each from
+the true seq_len frames before it). A model whose teacher-forced rate is already far below
 the real one does not know where the data holds a beat; one that is close there and far free-running drifts on
 its own output. Needs `make repro` (or `dvc repro train`) done first; run by hand, about a minute on 2 cores.
 """
@@ -43,6 +44,8 @@ def main() -> None:
     test = Split(data_dir(), "test")
     grid, k, on = test.meta.grid, test.meta.n_keys, test.meta.onsets
     model = load_model(test.meta, args.model).eval()
+    if model.cfg.seq_len > SEED:
+        raise SystemExit(f"empty_beats: the model reads {model.cfg.seq_len} frames; this measure seeds {SEED}")
     x, y = [], []
     for _, notes in test.notes():
         for a in window_starts(notes.n_frames, (SEED + AHEAD) // 2, STRIDE):
@@ -55,7 +58,11 @@ def main() -> None:
         sampler = Sampler("bernoulli", 0.5, t, 8, False, k, torch.Generator().manual_seed(1))
         with torch.no_grad():
             free = means(continue_roll(model, x, AHEAD, sampler), grid)
-            forced = means(model.decode(x, y, sampler), grid)["empty_beat_rate"]
+            # teacher-forced over the horizon the model is trained on: each seq_len-frame half from the true
+            # seq_len frames before it, as continue_roll generates a window at a time
+            L, whole = model.cfg.seq_len, torch.cat([x, y], 1)
+            parts = [model.decode(whole[:, SEED + a - L:SEED + a], y[:, a:a + L], sampler) for a in range(0, AHEAD, L)]
+            forced = means(torch.cat(parts, 1), grid)["empty_beat_rate"]
         gaps = ", ".join(f"{n} {(v - real[n]) / real[n]:+.1%}" for n, v in free.items() if n != "empty_beat_rate")
         print(f"temperature {t}: free-running {gaps}, empty beats {free['empty_beat_rate']:.3f}; "
               f"teacher-forced sampled empty beats {forced:.3f} (real {real['empty_beat_rate']:.3f})")

@@ -6,7 +6,8 @@ width), the step fed to the decoder before each (the one the model would repeat;
   (piano rolls) or cross-entropy (tokens) of those logits against `y` is the exact negative log-likelihood of `y`,
   and for piano rolls the sum over the sustain plane's cells alone is that plane's;
 - `head.decide(out, choose, prev)`: the steps the model takes, each cell (or token) chosen by `choose` from its
-  logits (a `sampling.Sampler`: threshold, Bernoulli draw, most likely token, ...).
+  logits (a `sampling.Sampler`: threshold, Bernoulli draw, most likely token, ...), and logits that score them
+  (the ones they were chosen from; for `HoldNADE`, its `forward` of the frames chosen).
 
 `Independent` gives every cell its own sigmoid (or the vocabulary a softmax); `NADE` models the cells of a frame
 jointly, so a frame can be "this chord or that one" rather than a blend of both; `HoldNADE` first decides whether
@@ -141,9 +142,9 @@ class HoldNADE(NADE):
         p(v) = pi [v = h(prev)] + (1 - pi) NADE(v),
 
     exact and normalised (every 2^D frame sums to 1). Why: in Bach chorales 61% of frames are such holds, and a
-    beat in which no note starts (7% of real beats, fermatas and half-note cadences) needs four of them in a row.
+    beat in which no note starts (7 to 8% of real beats, fermatas and half-note cadences) needs four of them in a row.
     The plain NADE reaches a hold only through D conditionals all landing right, so its samples almost never
-    hold a whole beat (0.007 empty beats against 0.068 real, also when every past frame is the true one); with the
+    hold a whole beat (0.007 empty beats against 0.068 real, as often when every past frame is the true one); with the
     gate a hold is one decision. See docs/generation.md, Which generator.
 
     Its logits keep the heads' contract: summed binary cross-entropy over the frame is -log p(v), and over the
