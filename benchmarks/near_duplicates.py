@@ -1,0 +1,124 @@
+"""Same-song detection with every name hidden: the pair precision and recall of prepare's dedupe levels.
+
+Usage: python benchmarks/near_duplicates.py [--corpus ../shared/data/midi/lakh/beatles] [--json FILE]
+
+The shared Lakh Beatles files hold several versions (`_vN`) of most songs. LMD-full names every file by the md5
+of its bytes, so here too: each file is copied as <md5>.mid (byte-identical files become one, as in LMD-full),
+and the `local` source and `prepare` run on that folder in a temporary workspace (params.yaml's values, the
+local path changed). The truth: two files are the same song when they share the folder (the album) and their
+names agree without the track-number prefix and the `_vN` suffix (LMD itself holds a few mislabelled files, so
+neither figure can quite reach 1).
+Printed per dedupe level that can group these files, over every pair of files prepare read: the pairs it puts
+together, pair precision and pair recall. Levels: `content` (the same music after transposition on the dedupe
+grid), `title` (the song key from the file's own metadata: the names are md5s), and `union` (prepare's groups,
+what the split keeps together). Run by hand (under a minute on 2 cores), not by the tests.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CORPUS = ROOT.parent / "shared" / "data" / "midi" / "lakh" / "beatles"
+
+
+def song_of(path: Path) -> str:
+    """The truth label, the folder and the song: '05_-_Help!/ticket_to_ride' from
+    '05_-_Help!/07_-_Ticket_To_Ride_v6.mid'."""
+    return f"{path.parent.name}/" + re.sub(r"_v\d+$", "", re.sub(r"^\d+_-_", "", path.stem)).lower()
+
+
+def hide_names(files: list[Path], dest: Path) -> dict[str, str]:
+    """Copy each file as <md5>.mid into `dest`; {md5: truth song} (the first name wins for identical bytes)."""
+    dest.mkdir(parents=True)
+    truth: dict[str, str] = {}
+    for f in files:
+        data = f.read_bytes()
+        md5 = hashlib.md5(data).hexdigest()
+        if md5 not in truth:
+            (dest / f"{md5}.mid").write_bytes(data)
+            truth[md5] = song_of(f)
+    return truth
+
+
+def run_prepare(work: Path, folder: Path) -> None:
+    shutil.copytree(ROOT / "pipeline", work / "pipeline")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["sources"] = ["local"]
+    params["data"]["local"]["path"] = str(folder)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["pipeline.acquire", "local"], ["pipeline.prepare"]):
+        done = subprocess.run([sys.executable, "-m", *cmd], cwd=work, capture_output=True, text=True)
+        if done.returncode:
+            raise SystemExit(f"{cmd[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+
+
+def predictions(work: Path) -> tuple[dict[str, dict[str, str | None]], dict[str, int]]:
+    """Per file (its md5), its key at each level (None: the level says nothing of it), and the reject counts of
+    files prepare did not keep for a reason other than duplication."""
+    sel = pq.read_table(work / "data/prepared/selected.parquet", columns=["file", "content_hash", "song", "group"])
+    rej = pq.read_table(work / "data/prepared/rejects.parquet", columns=["id", "reason", "duplicate_of"])
+    keys: dict[str, dict[str, str | None]] = {}
+    for r in sel.to_pylist():
+        keys[Path(r["file"]).stem] = {"content": r["content_hash"], "title": r["song"], "union": r["group"]}
+    other: dict[str, int] = {}
+    for r in rej.to_pylist():
+        if r["duplicate_of"]:  # dropped as a copy: it shares its kept file's content and group
+            kept = keys.get(Path(r["duplicate_of"]).stem)
+            if kept:
+                keys[Path(r["id"]).stem] = {"content": kept["content"], "title": None, "union": kept["union"]}
+        else:
+            other[r["reason"]] = other.get(r["reason"], 0) + 1
+    return keys, other
+
+
+def pair_scores(keys: dict[str, dict], truth: dict[str, str], level: str) -> dict:
+    tp = fp = fn = 0
+    for a, b in itertools.combinations(sorted(keys), 2):
+        same = truth[a] == truth[b]
+        ka, kb = keys[a][level], keys[b][level]
+        said = ka is not None and ka == kb
+        tp, fp, fn = tp + (said and same), fp + (said and not same), fn + (same and not said)
+    return {"pairs": tp + fp, "precision": tp / (tp + fp) if tp + fp else None,
+            "recall": tp / (tp + fn) if tp + fn else None, "true_pairs": tp + fn}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--corpus", type=Path, default=CORPUS, help="folders of .mid files named <track>_-_<song>_vN")
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    files = sorted(p for p in args.corpus.rglob("*") if p.suffix.lower() in (".mid", ".midi"))
+    if not files:
+        raise SystemExit(f"no MIDI files under {args.corpus} (the shared corpus is absent from a plain clone)")
+    with tempfile.TemporaryDirectory(prefix="near-duplicates-") as tmp:
+        truth = hide_names(files, Path(tmp) / "hidden")
+        run_prepare(Path(tmp) / "work", Path(tmp) / "hidden")
+        keys, other = predictions(Path(tmp) / "work")
+    truth = {k: v for k, v in truth.items() if k in keys}
+    songs = len(set(truth.values()))
+    print(f"{len(files)} files, {len(truth)} distinct and read by prepare ({songs} songs; not kept for other "
+          f"reasons: {other or 'none'}); names hidden as md5s")
+    out = {}
+    for level in ("content", "title", "union"):
+        s = out[level] = pair_scores(keys, truth, level)
+        fmt = lambda v: "-" if v is None else f"{v:.3f}"
+        print(f"  {level:8s}: {s['pairs']:5d} pairs grouped, precision {fmt(s['precision'])}, "
+              f"recall {fmt(s['recall'])} of {s['true_pairs']} same-song pairs")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
