@@ -65,10 +65,10 @@ def run_prepare(work: Path, folder: Path) -> None:
 
 
 def predictions(work: Path) -> tuple[dict[str, dict[str, str | None]], dict[str, int]]:
-    """Per file (its md5), its key at each level (None: the level says nothing of it), and the reject counts of
-    files prepare did not keep for a reason other than duplication."""
+    """Per file (its md5), its key at each level (None: the level says nothing of it), and how many files
+    prepare did not keep for a reason other than duplication, per reason."""
     sel = pq.read_table(work / "data/prepared/selected.parquet", columns=["file", "content_hash", "song", "group"])
-    rej = pq.read_table(work / "data/prepared/rejects.parquet", columns=["id", "reason", "duplicate_of"])
+    rej = pq.read_table(work / "data/prepared/rejects.parquet", columns=["id", "track", "reason", "duplicate_of"])
     keys: dict[str, dict[str, str | None]] = {}
     for r in sel.to_pylist():
         keys[Path(r["file"]).stem] = {"content": r["content_hash"], "title": r["song"], "union": r["group"]}
@@ -78,7 +78,7 @@ def predictions(work: Path) -> tuple[dict[str, dict[str, str | None]], dict[str,
             kept = keys.get(Path(r["duplicate_of"]).stem)
             if kept:
                 keys[Path(r["id"]).stem] = {"content": kept["content"], "title": None, "union": kept["union"]}
-        else:
+        elif r["track"] is None:  # a whole file (a track dropped by the instrument filter is no loss here)
             other[r["reason"]] = other.get(r["reason"], 0) + 1
     return keys, other
 
@@ -106,10 +106,11 @@ def main() -> None:
         truth = hide_names(files, Path(tmp) / "hidden")
         run_prepare(Path(tmp) / "work", Path(tmp) / "hidden")
         keys, other = predictions(Path(tmp) / "work")
+    distinct = len(truth)
     truth = {k: v for k, v in truth.items() if k in keys}
-    songs = len(set(truth.values()))
-    print(f"{len(files)} files, {len(truth)} distinct and read by prepare ({songs} songs; not kept for other "
-          f"reasons: {other or 'none'}); names hidden as md5s")
+    print(f"{len(files)} files, {distinct} distinct, {len(truth)} kept or grouped by prepare "
+          f"({len(set(truth.values()))} songs; files not kept for other reasons: {other or 'none'}); "
+          "names hidden as md5s")
     out = {}
     for level in ("content", "title", "union"):
         s = out[level] = pair_scores(keys, truth, level)
