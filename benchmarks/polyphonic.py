@@ -378,7 +378,7 @@ def main() -> None:
     if args.save_test:
         args.save_test.parent.mkdir(parents=True, exist_ok=True)
         np.savez(args.save_test, logits=np.concatenate([k[0] for k in c.kept]),
-                 targets=np.concatenate([k[1] for k in c.kept]))
+                 targets=np.concatenate([k[1] for k in c.kept]), head=np.array(args.head))
     wall = time.perf_counter() - t0
     assert r["frames"] == sum(map(len, data["test"])), "every test frame must be predicted exactly once"
     print(f"\n{args.data} test: NLL {r['nll']:.3f} nats/frame, frame accuracy {r['acc']:.3f} over {r['frames']} "

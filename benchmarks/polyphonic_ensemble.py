@@ -4,7 +4,9 @@ Usage: PYTHONPATH=. python benchmarks/polyphonic_ensemble.py run1.npz run2.npz .
 
 The ensemble's probability of each key in each test frame is the mean of the runs' sigmoid probabilities (a
 mixture of the models); NLL and frame accuracy are then scored by polyphonic.py's own Counts. The runs must
-have scored the same test frames in the same order (same --data and --seq-len), which is checked.
+have scored the same test frames in the same order (same --data and --seq-len), which is checked, and must use
+the independent head (files from before the head was saved are taken to): a NADE's logits are conditionals given
+the keys below, and the mixture of two NADEs is not the NADE of their mean conditionals, so such runs are refused.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from polyphonic import Counts  # this folder is on sys.path when the script runs
 
 def scores(logits: torch.Tensor, y: torch.Tensor) -> dict:
     c = Counts()
-    c.add(logits, y, torch.ones(len(y), dtype=logits.dtype))
+    c.add(logits, y, torch.ones(len(y), dtype=logits.dtype), (logits > 0).to(logits.dtype))  # decided at p = 0.5
     return c.result()
 
 
@@ -32,6 +34,9 @@ def main() -> None:
     for path in args.runs:
         with np.load(path) as f:
             logits, y = torch.from_numpy(f["logits"]).double(), torch.from_numpy(f["targets"]).double()
+            head = str(f["head"]) if "head" in f.files else "independent"
+        if head != "independent":
+            raise SystemExit(f"{path}: a --head {head} run; only independent-head runs average into a mixture")
         if targets is None:
             targets = y
         elif y.shape != targets.shape or not torch.equal(y, targets):
