@@ -60,7 +60,6 @@ def built(tmp_path_factory):
     return Built(root / "repo", log.read_text())
 
 
-
 @pytest.fixture
 def built_copy(built, tmp_path) -> Path:
     """This test's own copy of the built and committed pipeline, to run DVC in and change at will."""
