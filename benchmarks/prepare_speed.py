@@ -1,6 +1,6 @@
 """The prepare stage at scale: throughput against a pretty_midi equivalent, and peak memory as the corpus grows.
 
-Usage: python benchmarks/prepare_speed.py [--files 5000] [--baseline-files 300] [--workers 2]
+Usage: python benchmarks/prepare_speed.py [--files 5000] [--baseline-files 300] [--workers 2] [--near-copies]
 
 The shared Lakh and pop files are replicated to --files files, each made byte-unique (an extra track with one
 text event) so that no replica is skipped by the md5 dedupe and every one is parsed. Measured in one run:
@@ -40,7 +40,23 @@ def unique(data: bytes, k: int) -> bytes:
     return data[:10] + struct.pack(">H", ntracks + 1) + data[12:] + b"MTrk" + struct.pack(">I", len(event)) + event
 
 
-def corpus(n: int) -> list[bytes]:
+def near_copy(data: bytes, k: int) -> bytes:
+    """Replica k as a different transcription of the same song would be: every pitched part transposed by
+    1 + k % 11 semitones and one note of it (which depends on k) left out, so its content hash differs from every
+    other replica's and only the near-duplicate level can join it to them."""
+    from symusic import Score
+
+    score = Score.from_midi(data)
+    for t in score.tracks:
+        if not t.is_drum and len(t.notes):
+            t.shift_pitch(1 + k % 11, inplace=True)
+            notes = list(t.notes)
+            del notes[k % len(notes)]
+            t.notes = notes
+    return score.dumps_midi()
+
+
+def corpus(n: int, near_copies: bool = False) -> list[bytes]:
     from symusic import Score
 
     base = []
@@ -51,6 +67,8 @@ def corpus(n: int) -> list[bytes]:
         except Exception:
             continue
         base.append(data)
+    if near_copies:
+        return [unique(near_copy(base[k % len(base)], k), k) for k in range(n)]
     return [unique(base[k % len(base)], k) for k in range(n)]
 
 
@@ -81,14 +99,14 @@ def run_stage(workdir: Path, workers: int) -> dict:
 
     p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}}, "prepare": {"workers": workers}})
     t = time.perf_counter()
-    selected, rejects, report = prepare.run(p)
+    selected, rejects, _, report = prepare.run(p)
     dt = time.perf_counter() - t
     deadline = time.time() + 10
     while multiprocessing.active_children() and time.time() < deadline:  # reap the pool to read its peaks
         time.sleep(0.05)
     return {"seconds": dt, "files": report["files"]["acquired"], "peak_rss_mb": _peak_kb() / 1024,
             "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-            "selected": report["files"]["selected"], "reasons": report["by_reason"]}
+            "selected": report["files"]["selected"], "reasons": report["by_reason"], "near": report["dedupe"]["near"]}
 
 
 def pretty_midi_inspect(data: bytes) -> dict:
@@ -132,13 +150,16 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=5000)
     ap.add_argument("--baseline-files", type=int, default=300)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--near-copies", action="store_true",
+                    help="replicas as near-copies (transposed, one note left out): the near-duplicate level's "
+                         "stress test, every replica joining the others of its song")
     ap.add_argument("--stage-only", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stage_only:
         print(json.dumps(run_stage(Path(args.stage_only), args.workers)))
         return
 
-    blobs = corpus(args.files)
+    blobs = corpus(args.files, args.near_copies)
     print(f"corpus: {len(blobs)} byte-unique files ({sum(map(len, blobs)) / 1e6:.0f} MB) from the shared "
           f"Lakh and pop files; {args.workers} workers on {os.cpu_count()} cores")
     rates = {}
@@ -152,7 +173,7 @@ def main() -> None:
         rates[n] = r["files"] / r["seconds"]
         print(f"prepare stage, {n:6d} files: {rates[n]:7.0f} files/s  peak RSS {r['peak_rss_mb']:6.0f} MB, "
               f"each worker at most {r['worker_peak_rss_mb']:4.0f} MB  "
-              f"(selected {r['selected']}; {r['reasons']})")
+              f"(selected {r['selected']}; {r['reasons']}; near level {r['near']})")
 
     sample = blobs[: args.baseline_files]
     base = files_per_second(pretty_midi_inspect, sample, args.workers)

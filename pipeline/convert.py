@@ -118,6 +118,7 @@ def _column(rows: list[dict], name: str, type_: pa.DataType) -> pa.Array:
 
 def run(p: P.Params, out_dir: Path) -> Meta:
     r = p.represent
+    smf.warm()  # the C event reader, before the pool forks its workers
     selected = pq.read_table(PREPARED / "selected.parquet").to_pylist()
     drums = any(any(r_["is_drum"]) for r_ in selected)
     grid = grid_of(r, drums)

@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, create_model, field_validator, model_validator
 
 from pipeline import gm
+from pipeline.near_duplicates import MIN_DISTINCT
 from pipeline.schema import Strict
 from pipeline.sources.base import HttpParams
 from pipeline.sources.registry import REGISTRY
@@ -68,9 +69,15 @@ class FilterParams(Strict):
     mode: Literal["files", "tracks"]
     min_notes: int = Field(ge=1)
     min_beats: float = Field(ge=0, description="0 disables")
+    timing: Literal["any", "quantized", "expressive"]
     min_unique_pitches: float = Field(ge=0, description="0 disables")
-    unique_window_beats: float = Field(gt=0)
+    window_beats: float = Field(gt=0)
     max_polyphony: int = Field(ge=0, description="0 disables")
+    min_pitch_class_entropy: float = Field(ge=0, le=3.6, description="bits (at most log2 12 = 3.58); 0 disables")
+    max_silence_beats: float = Field(ge=0, description="0 disables")
+    max_notes_per_beat: float = Field(ge=0, description="0 disables")
+    min_chunk_divergence: float = Field(ge=0, le=1, description="bits; 0 disables")
+    max_instruments: int = Field(ge=0, description="0 disables")
 
     @field_validator("instruments")
     @classmethod
@@ -87,11 +94,27 @@ class PrepareParams(Strict):
     max_bpm: float = Field(gt=0, description="a tempo faster than this (or of 0 microseconds) rejects the file")
 
 
+class NearParams(Strict):
+    threshold: float = Field(ge=0, lt=1, description="estimated Jaccard of the best pair of parts; 0 disables")
+    drop_above: float = Field(ge=0, le=1, description="drop the later file of a pair this similar; 0 keeps all")
+    intervals: int = Field(ge=MIN_DISTINCT, le=32, description="pitch intervals per shingle (a shingle needs "
+                                                                 f"{MIN_DISTINCT} distinct ones to count)")
+    num_perm: int = Field(ge=16, le=1024, description="MinHash permutations")
+
+    @model_validator(mode="after")
+    def _drop_above_threshold(self) -> "NearParams":
+        if self.drop_above and (not self.threshold or self.drop_above < self.threshold):
+            raise ValueError(f"drop_above={self.drop_above} needs the level on and at or above threshold="
+                             f"{self.threshold} (0 keeps every near-copy)")
+        return self
+
+
 class DedupeParams(Strict):
     content: bool
     transpose_invariant: bool
     steps_per_beat: int = Field(ge=1, le=96)
     by_title: bool
+    near: NearParams
 
 
 class SplitParams(Strict):

@@ -16,6 +16,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from functools import partial
+from itertools import combinations
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +32,7 @@ from pipeline.cli import run_stage
 from pipeline.dedupe import ContentKey, Groups, content_hash_of, song_key
 from pipeline.instruments import infer, is_choral
 from pipeline.midi import MidiError, parse
+from pipeline.near_duplicates import NearIndex, NearKey, signatures
 from pipeline.parallel import imap, isolated, n_workers
 from pipeline.paths import PREPARE_REPORT, PREPARED, RAW
 
@@ -42,8 +44,15 @@ SELECTED = pa.schema([
     ("tracks", pa.list_(pa.int32())), ("programs", pa.list_(pa.int32())), ("is_drum", pa.list_(pa.bool_())),
     ("families", pa.list_(pa.string())), ("inferred", pa.list_(pa.string())),
     ("n_notes", pa.int64()), ("beats", pa.float64()),
-    ("max_polyphony", pa.int32()), ("unique_pitches", pa.float64()),  # null unless their filter is on
+    ("timing", pa.list_(pa.string())), ("off_grid", pa.list_(pa.float64())),  # per track: quality.timing_class
+    ("instruments", pa.int32()),
+    # null unless their filter is on
+    ("max_polyphony", pa.int32()), ("unique_pitches", pa.float64()), ("pitch_class_entropy", pa.float64()),
+    ("longest_silence", pa.float64()), ("notes_per_beat", pa.float64()), ("chunk_divergence", pa.float64()),
+    # the most similar file this one's group joined it to at the near-duplicate level (all pairs: near.parquet)
+    ("near_duplicate_of", pa.string()), ("near_similarity", pa.float64()),
 ])
+NEAR = pa.schema([("a", pa.string()), ("b", pa.string()), ("similarity", pa.float64())])
 REJECTS = pa.schema([
     ("id", pa.string()), ("source", pa.string()), ("member", pa.string()), ("stage", pa.string()),
     ("track", pa.int32()), ("reason", pa.string()), ("message", pa.string()), ("duplicate_of", pa.string()),
@@ -55,24 +64,25 @@ REJECTS = pa.schema([
 class Config:
     keys: frozenset
     mode: str
-    min_notes: int
-    min_beats: float
-    min_unique: float
+    timing: str
+    limits: dict[str, float]  # the quality filters' params (quality.FILTERS) -> values; 0: off
     window_beats: float
-    max_polyphony: int
     max_beats: float
     max_tempo_events: int
     max_bpm: float
     timeout_s: float
     content: ContentKey
+    near: NearKey | None  # None: the near-duplicate level is off
 
     @classmethod
     def from_params(cls, p: P.Params) -> "Config":
         f, pr, d = p.filter, p.prepare, p.dedupe
-        return cls(gm.programs_for(f.instruments), f.mode, f.min_notes, f.min_beats, f.min_unique_pitches,
-                   f.unique_window_beats, f.max_polyphony, pr.max_beats, pr.max_tempo_events, pr.max_bpm,
-                   pr.timeout_s,
-                   ContentKey(d.steps_per_beat, d.transpose_invariant))
+        n = d.near
+        return cls(gm.programs_for(f.instruments), f.mode, f.timing,
+                   {q.param: getattr(f, q.param) for q in quality.FILTERS}, f.window_beats,
+                   pr.max_beats, pr.max_tempo_events, pr.max_bpm, pr.timeout_s,
+                   ContentKey(d.steps_per_beat, d.transpose_invariant),
+                   NearKey(n.intervals, n.num_perm, n.threshold) if n.threshold else None)
 
 
 class _Timeout(Exception):
@@ -140,18 +150,26 @@ def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
     names = [p.name for p in song.parts]
     choral = is_choral(names)
     insts = [infer(p.program, p.on_drum_channel, p.name, choral) for p in song.parts]
-    for i, (part, inst) in enumerate(zip(song.parts, insts)):
-        if inst.key in cfg.keys:
-            picked.append((i, part.program, inst.family == gm.DRUMS, inst.family, inst.inferred))
-        else:
+    off_grids = quality.off_grid_shares([p.start for p in song.parts], tpq).tolist()
+    for i, (part, inst, off_grid) in enumerate(zip(song.parts, insts, off_grids)):
+        timing = quality.timing_class(off_grid)
+        if inst.key not in cfg.keys:
             how = "" if inst.inferred == "program" else f" (by {inst.inferred})"
             dropped.append({"track": i, "reason": "instrument_filtered", "notes": len(part),
                             "message": f"{inst.family}{how}, program {part.program}, is not in filter.instruments"})
-    # the hash sees prepare's drum decision: the same music hashes the same whichever channel its drums are on
+        elif cfg.timing != "any" and timing != cfg.timing:
+            dropped.append({"track": i, "reason": "timing_filtered", "notes": len(part),
+                            "message": f"{timing} ({off_grid:.0%} of onsets off the grid), not filter.timing="
+                                       f"{cfg.timing}"})
+        else:
+            picked.append((i, part.program, inst.family == gm.DRUMS, inst.family, inst.inferred, timing, off_grid))
+    # the hashes see prepare's drum decision: the same music hashes the same whichever channel its drums are on
     digest = content_hash_of([(inst.family == gm.DRUMS, p.start, p.pitch) for p, inst in zip(song.parts, insts)],
                              tpq, cfg.content)
-    out = {"id": id_, "content_hash": digest, "dropped": dropped, "sequences": [], "notes_in": song.note_ons,
-           "recovered": song.recovered, "ignored": ignored}
+    near = None if cfg.near is None else signatures(
+        [(p.start, p.pitch) for p, inst in zip(song.parts, insts) if inst.family != gm.DRUMS], cfg.near)
+    out = {"id": id_, "content_hash": digest, "near": near, "dropped": dropped, "sequences": [],
+           "notes_in": song.note_ons, "recovered": song.recovered, "ignored": ignored}
     if not picked:
         return {**out, "reason": "no_matching_tracks", "message": "no track with notes matches filter.instruments"}
     groups = [picked] if cfg.mode == "files" else [[t] for t in picked]
@@ -160,15 +178,29 @@ def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
         start = np.concatenate([p.start for p in parts]).astype(np.float64) / tpq
         end = np.concatenate([p.end for p in parts]).astype(np.float64) / tpq
         pitch = np.concatenate([p.pitch for p in parts])
+        # pitch-class entropy and repetitiveness look at the pitched notes: a drum kit's keys are not pitches, and
+        # a steady beat repeats by design
+        pitched_parts = [p for p, t in zip(parts, tracks) if not t[2]]
+        pitched = np.concatenate([p.pitch for p in pitched_parts] or [np.empty(0, np.int16)])
+        pitched_start = np.concatenate([p.start for p in pitched_parts] or [np.empty(0, np.int64)]) / tpq
+        on = cfg.limits
         seq = {"track": None if cfg.mode == "files" else tracks[0][0],
                "tracks": [t[0] for t in tracks], "programs": [t[1] for t in tracks],
                "is_drum": [t[2] for t in tracks], "families": [t[3] for t in tracks],
-               "inferred": [t[4] for t in tracks], "n_notes": len(pitch), "beats": quality.span_beats(start, end),
-               # measured only when their filter is on: they cost as much as the parse
-               "max_polyphony": quality.max_polyphony(start, end) if cfg.max_polyphony else None,
+               "inferred": [t[4] for t in tracks], "timing": [t[5] for t in tracks],
+               "off_grid": [t[6] for t in tracks], "instruments": len({(t[1], t[2]) for t in tracks}),
+               "n_notes": len(pitch), "beats": quality.span_beats(start, end),
+               # measured only when their filter is on: some cost as much as the parse
+               "max_polyphony": quality.max_polyphony(start, end) if on["max_polyphony"] else None,
                "unique_pitches": (quality.unique_pitches_per_window(start, pitch, cfg.window_beats)
-                                  if cfg.min_unique else None)}
-        reason = _quality_reason(seq, cfg)
+                                  if on["min_unique_pitches"] else None),
+               "pitch_class_entropy": quality.pitch_class_entropy(pitched) if on["min_pitch_class_entropy"] else None,
+               "longest_silence": quality.longest_silence(start, end) if on["max_silence_beats"] else None,
+               "notes_per_beat": (quality.max_notes_per_beat(start, cfg.window_beats)
+                                  if on["max_notes_per_beat"] else None),
+               "chunk_divergence": (quality.chunk_divergence(pitched_start, pitched, cfg.window_beats)
+                                    if on["min_chunk_divergence"] else None)}
+        reason = quality.reject_reason(seq, cfg.limits)
         if reason:
             seq["reason"], seq["message"] = reason
         out["sequences"].append(seq)
@@ -186,19 +218,6 @@ def _ignored(song: smf.Song) -> dict[str, int]:
     return {"invalid_time_signature": bad} if bad else {}
 
 
-def _quality_reason(seq: dict, cfg: Config) -> tuple[str, str] | None:
-    if seq["n_notes"] < cfg.min_notes:
-        return "too_few_notes", f"{seq['n_notes']} notes, fewer than filter.min_notes={cfg.min_notes}"
-    if seq["beats"] < cfg.min_beats:
-        return "too_short", f"{seq['beats']:.1f} beats, shorter than filter.min_beats={cfg.min_beats:g}"
-    if cfg.min_unique and seq["unique_pitches"] < cfg.min_unique:
-        return "repetitive", (f"{seq['unique_pitches']:.2f} distinct pitches per {cfg.window_beats:g}-beat window, "
-                              f"under filter.min_unique_pitches={cfg.min_unique:g}")
-    if cfg.max_polyphony and seq["max_polyphony"] > cfg.max_polyphony:
-        return "too_polyphonic", f"{seq['max_polyphony']} notes at once, over filter.max_polyphony={cfg.max_polyphony}"
-    return None
-
-
 def _crashed(item: tuple[str, bytes]) -> dict:
     return {"id": item[0], "reason": "worker_died",
             "message": "the parsing process was killed (out of memory or a crash in the parser)"}
@@ -214,6 +233,9 @@ def _crashed_batch(batch: Batch, cfg: Config) -> list[dict]:
     return list(isolated(partial(inspect, cfg=cfg), read_batch(batch), _crashed))
 
 
+SEQUENCE_COLUMNS = ("tracks", "programs", "is_drum", "families", "inferred", "timing", "off_grid", "instruments",
+                    "n_notes", "beats", "max_polyphony", "unique_pitches", "pitch_class_entropy", "longest_silence",
+                    "notes_per_beat", "chunk_divergence")
 ROW_COLUMNS = ("id", "source", "artifact", "member", "md5", "title", "composer", "split")  # what prepare reads
 
 
@@ -297,22 +319,80 @@ class Rows:
         return pa.concat_tables(self._tables + [pa.Table.from_pylist(self._rows, self.schema)])
 
 
-def _inspect_all(p: P.Params, cfg: Config, unique: list[dict], spill: Spill) -> dict[str, str | None]:
-    """Parse every file in the pool; park each result in `spill`; return each file's content hash."""
+def _inspect_all(p: P.Params, cfg: Config, unique: list[dict], spill: Spill,
+                 near: NearIndex | None) -> tuple[dict[str, str | None], np.ndarray]:
+    """Parse every file in the pool; park each result in `spill` and its parts' near-duplicate signatures in
+    `near` (numbered by the file's place in `unique`); return each file's content hash, and by file number
+    whether the file yields a sequence (bool, (len(unique),))."""
     def batches():
         for source in p.data.sources:
             yield from iter_batches(RAW / source, (r for r in unique if r["source"] == source))
 
     hashes = {}
+    number = {r["id"]: k for k, r in enumerate(unique)}
+    usable = np.zeros(len(unique), bool)
     work = imap(partial(inspect_batch, cfg=cfg), batches(), n_workers(p.prepare.workers), chunk=1,
                 on_crash=partial(_crashed_batch, cfg=cfg))
     with tqdm(total=len(unique), desc="prepare", unit="file", mininterval=1) as bar:
         for batch_results in work:
             for res in batch_results:
                 hashes[res["id"]] = res.pop("content_hash", None)
+                sigs = res.pop("near", None)
+                if near is not None and sigs is not None:
+                    near.add(number[res["id"]], sigs)
+                usable[number[res["id"]]] = "reason" not in res and any("reason" not in s for s in res["sequences"])
                 spill.put(res["id"], res)
             bar.update(len(batch_results))
-    return hashes
+    return hashes, usable
+
+
+@dataclass
+class NearResult:
+    """The near-duplicate level's decisions over the files kept after the content level."""
+    pairs: pa.Table                               # NEAR: every pair that joined (a < b by id), sorted by id
+    closest: dict[str, tuple[str, float]]         # file -> (its most similar partner, similarity)
+    dropped: list[tuple[dict, str, float]]        # (row, kept file it copies, similarity), by dedupe.near.drop_above
+    parts: int = 0                                # parts indexed
+    crowded: int = 0                              # band values skipped as shared by too many parts
+
+
+NO_NEAR = NearResult(NEAR.empty_table(), {}, [])
+
+
+def near_duplicates(index: NearIndex, unique: list[dict], kept_rows: list[dict], usable: np.ndarray,
+                    drop_above: float) -> NearResult:
+    """Join and (above `drop_above`, when > 0) drop near-duplicates among the files of `kept_rows` (those the
+    content level kept) that yield a sequence (`usable`, by place in `unique`): a file rejected for another
+    reason neither joins a group here nor causes a drop. A file is dropped when it is at least `drop_above`
+    similar to a file before it (params source order, then id) that is itself kept."""
+    kept_ids = {r["id"] for r in kept_rows}
+    live = usable & np.array([r["id"] in kept_ids for r in unique], bool)
+    a, b, sim, crowded = index.pairs(live)  # a < b in `unique`'s order
+    dropped, gone = [], set()
+    if drop_above:
+        strong = sim >= drop_above
+        for i, j, x in sorted(zip(a[strong].tolist(), b[strong].tolist(), sim[strong].tolist()),
+                              key=lambda t: (t[1], -t[2], t[0])):
+            if i not in gone and j not in gone:
+                gone.add(j)
+                dropped.append((unique[j], unique[i]["id"], x))
+    ids = np.array([r["id"] for r in unique], dtype=object)
+    rank = np.empty(len(ids), np.int64)
+    rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))  # each id's place in id order
+    lo = np.where(rank[a] < rank[b], a, b)
+    hi = a + b - lo
+    order = np.lexsort((rank[hi], rank[lo]))
+    lo, hi, sim = lo[order], hi[order], sim[order]
+    pairs = pa.table([pa.array(ids[lo], pa.string()), pa.array(ids[hi], pa.string()), pa.array(sim)],
+                     schema=NEAR)
+    # each file's closest partner: the most similar, ties to the smallest id
+    me, other, x = np.concatenate([lo, hi]), np.concatenate([hi, lo]), np.concatenate([sim, sim])
+    order = np.lexsort((rank[other], -x, me))
+    me, other, x = me[order], other[order], x[order]
+    first = np.ones(len(me), bool)
+    first[1:] = me[1:] != me[:-1]
+    closest = {ids[m]: (ids[o], s) for m, o, s in zip(me[first].tolist(), other[first].tolist(), x[first].tolist())}
+    return NearResult(pairs, closest, dropped, index.parts, crowded)
 
 
 class NoteAccounts:
@@ -345,8 +425,10 @@ class NoteAccounts:
                 "ignored_events": dict(sorted(self.ignored.items()))}
 
 
-def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
+def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
+    """The stage's work: (selected, rejects, near-duplicate pairs, report), as main writes them."""
     cfg = Config.from_params(p)
+    smf.warm()  # the C event reader built (or loaded) here, once, not by each worker under its file's time guard
     rows, acquire_skips = load_manifests(p.data.sources)
     selected, rejects = Rows(SELECTED), Rows(REJECTS)
     for s in acquire_skips:
@@ -364,20 +446,29 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
         groups.union(r["id"], kept)
 
     spill = Spill()
+    index = NearIndex(cfg.near) if cfg.near else None
     accounts = NoteAccounts()
     try:
-        hashes = _inspect_all(p, cfg, unique, spill)
+        hashes, usable = _inspect_all(p, cfg, unique, spill, index)
         if p.dedupe.content:
             kept_rows, content_dups = first_of_each(unique, lambda r: hashes[r["id"]])
         else:
             kept_rows, content_dups = unique, []
-        for r, kept in content_dups:
+        near = near_duplicates(index, unique, kept_rows, usable, p.dedupe.near.drop_above) if index else NO_NEAR
+        copies = [(r, kept, "duplicate_content", f"the same music as {kept}") for r, kept in content_dups]
+        copies += [(r, kept, "near_duplicate", f"a near-copy of {kept} (estimated Jaccard {x:.3f} of their most "
+                                               f"similar parts, dedupe.near.drop_above={p.dedupe.near.drop_above:g})")
+                   for r, kept, x in near.dropped]
+        for r, kept, reason, message in copies:
             res = spill.get(r["id"])
             accounts.add(res)
-            rejects.append(_reject(r, "duplicate_content", f"the same music as {kept}", duplicate_of=kept,
-                                   notes=res.get("notes_in")))
+            rejects.append(_reject(r, reason, message, duplicate_of=kept, notes=res.get("notes_in")))
             accounts.check(r["id"], res.get("notes_in"), 0, res.get("notes_in"))
+        near_gone = {r["id"] for r, _, _ in near.dropped}
+        kept_rows = [r for r in kept_rows if r["id"] not in near_gone]
         groups.join_by(hashes)  # same music joins a group, dropped or not
+        for a, b in zip(near.pairs.column("a").to_pylist(), near.pairs.column("b").to_pylist()):
+            groups.union(a, b)
         songs = {r["id"]: song_key(r["composer"], r["title"]) if p.dedupe.by_title else None for r in rows}
         groups.join_by(songs)
 
@@ -405,8 +496,9 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
                     source=r["source"], artifact=r["artifact"], member=r["member"], md5=r["md5"],
                     content_hash=hashes[r["id"]], song=songs[r["id"]], group=groups.find(r["id"]),
                     title=r["title"], composer=r["composer"], split=r["split"],
-                    **{k: s[k] for k in ("tracks", "programs", "is_drum", "families", "inferred", "n_notes", "beats",
-                                         "max_polyphony", "unique_pitches")},
+                    near_duplicate_of=near.closest.get(r["id"], (None, None))[0],
+                    near_similarity=near.closest.get(r["id"], (None, None))[1],
+                    **{k: s[k] for k in SEQUENCE_COLUMNS},
                 ))
             if not any("reason" not in s for s in res["sequences"]):
                 rejects.append(_reject(r, "no_sequence_left", "every selected track failed a quality filter",
@@ -414,6 +506,8 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
             accounts.check(r["id"], res["notes_in"], kept_notes, dropped_notes)
     finally:
         spill.close()
+        if index:
+            index.close()
     selected_t = selected.table().sort_by("id")
     rejects_t = rejects.table()
     order = pa.table({"id": rejects_t.column("id"), "track": pc.fill_null(rejects_t.column("track"), -1),
@@ -421,8 +515,10 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, dict]:
     rejects_t = rejects_t.take(pc.sort_indices(order, [("id", "ascending"), ("track", "ascending"),
                                                        ("reason", "ascending")]))
     report = summarize(Counter(r["source"] for r in rows), selected_t, rejects_t)
+    report["dedupe"] = dedupe_report(rows, rejects_t, groups, songs, near)
+    report["filters"] = filter_report(p.filter, rejects_t)
     report["note_accounting"] = accounts.report(rejects_t)
-    return selected_t, rejects_t, report
+    return selected_t, rejects_t, near.pairs, report
 
 
 def summarize(acquired: Counter, selected: pa.Table, rejects: pa.Table) -> dict:
@@ -454,9 +550,40 @@ def summarize(acquired: Counter, selected: pa.Table, rejects: pa.Table) -> dict:
     }
 
 
+# each filter param and the reject reason it gives
+FILTER_REASONS = {**{f.param: f.reason for f in quality.FILTERS},
+                  "timing": "timing_filtered", "instruments": "instrument_filtered"}
+
+
+def filter_report(f: P.FilterParams, rejects: pa.Table) -> dict:
+    """Per filter: its value and the reject rows (files, or tracks and sequences in tracks mode) it gave."""
+    reasons = Counter(rejects.column("reason").to_pylist())
+    return {k: {"value": getattr(f, k), "rejected": reasons[reason]} for k, reason in FILTER_REASONS.items()}
+
+
+def dedupe_report(rows: list[dict], rejects: pa.Table, groups: Groups, songs: dict[str, str | None],
+                  near: NearResult) -> dict:
+    """Per dedupe level, what it dropped and joined; and for every pair of sources, the groups holding files of
+    both (how much two corpora overlap)."""
+    reasons = Counter(rejects.column("reason").to_pylist())
+    titled = Counter(k for k in songs.values() if k is not None)
+    by_group: dict[str, set[str]] = {}
+    for r in rows:
+        by_group.setdefault(groups.find(r["id"]), set()).add(r["source"])
+    across = Counter(f"{a}+{b}" for srcs in by_group.values() for a, b in combinations(sorted(srcs), 2))
+    return {
+        "md5": {"dropped": reasons["duplicate_md5"]},
+        "content": {"dropped": reasons["duplicate_content"]},
+        "near": {"pairs": near.pairs.num_rows, "files_in_pairs": len(near.closest), "dropped": len(near.dropped),
+                 "parts_indexed": near.parts, "crowded_band_values_skipped": near.crowded},
+        "title": {"files_sharing_a_song": sum(n for n in titled.values() if n > 1)},
+        "groups_across_sources": dict(sorted(across.items())),
+    }
+
+
 def main() -> None:
     p = P.load()
-    selected, rejects, report = run(p)
+    selected, rejects, near, report = run(p)
     if selected.num_rows == 0:
         raise SystemExit(f"prepare: no sequence survived ({rejects.num_rows} rejects, reasons "
                          f"{report['by_reason']})")
@@ -464,6 +591,7 @@ def main() -> None:
         tmp.mkdir(parents=True)
         pq.write_table(selected, tmp / "selected.parquet", compression="zstd")
         pq.write_table(rejects, tmp / "rejects.parquet", compression="zstd")
+        pq.write_table(near, tmp / "near.parquet", compression="zstd")
     write_json(PREPARE_REPORT, report)
     f = report["files"]
     print(f"prepare: kept {report['sequences']} sequences from {f['selected']} of {f['acquired']} files "

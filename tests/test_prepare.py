@@ -31,7 +31,7 @@ def _params(filter_=None, **top):
 
 
 def _run(p):
-    selected, rejects, report = prepare.run(p)
+    selected, rejects, _, report = prepare.run(p)
     return selected.to_pylist(), rejects.to_pylist(), report
 
 

@@ -172,7 +172,8 @@ def test_pulling_one_stage_brings_only_its_outputs(origin, hub, s3, tmp_path):
     dvc(c, "pull", "prepare", extra_env=s3.env())
     want = _files(origin)
     got = _files(c)
-    assert set(got) == {"data/prepared/rejects.parquet", "data/prepared/selected.parquet"}
+    assert set(got) == {"data/prepared/near.parquet", "data/prepared/rejects.parquet",
+                        "data/prepared/selected.parquet"}
     assert got == {k: want[k] for k in got}
     for other in ("data/raw", "data/processed", "data/samples", "models/model.pt", "models/last.pt"):
         assert not (c / other).exists()

@@ -22,7 +22,7 @@ def _process(midi_folder, tmp_path, monkeypatch, **represent):
     _acquire(midi_folder, tmp_path, monkeypatch)
     p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}}, "prepare": {"workers": 1},
                  "filter": {"instruments": ["all"]}, "split": {"valid": 0.2, "test": 0.2}, "represent": represent})
-    selected, _, _ = prepare.run(p)
+    selected, *_ = prepare.run(p)
     (tmp_path / "data/prepared").mkdir(parents=True)
     pq.write_table(selected, tmp_path / "data/prepared/selected.parquet")
     out = tmp_path / "data/processed" / p.represent.kind

@@ -1,0 +1,239 @@
+"""Near-duplicates: the same song in another transcription, found without names by MinHash LSH.
+
+Each pitched part of a file becomes a set of shingles, n-grams of the pitch intervals along its top line (the
+highest note at each onset). Intervals are blind to transposition; leaving time out makes them blind to tempo,
+PPQ and how a transcriber quantised the rhythm; one set per part makes them blind to instrumentation and to
+parts added, dropped or split differently. A MinHash signature (datasketch) estimates the Jaccard similarity of
+two parts' sets (Broder, 1997); locality-sensitive hashing over bands of the signatures (Indyk & Motwani, 1998;
+Leskovec, Rajaraman & Ullman, Mining of Massive Datasets, ch. 3) finds the candidate pairs without comparing all
+pairs, and each candidate is checked on its whole signature. Two files are near-duplicates when their most
+similar pair of parts reaches the threshold.
+
+Why these choices (measured on the shared Lakh Beatles files, benchmarks/near_duplicates.py and
+docs/benchmarks.md): per-part sets recall twice the same-song pairs whole-file sets do at the same precision;
+interval-only shingles beat (interval, onset gap) ones, which differ wherever two transcriptions quantise
+differently; shingles with fewer than MIN_DISTINCT distinct intervals (repeated notes, scales, arpeggios: figures
+that many songs share) are left out, which is most of the gain in precision.
+
+The index keeps its signatures in a temporary file while the files stream in (4 bytes per part in memory: its
+file's number), then keys every band on disk and takes one band at a time: sort its keys, pair the parts that
+share one, check those pairs on their whole signatures, keep the ones that pass. So memory peaks at about 40
+bytes per part (one band's keys, their order, the sorted copies) plus that band's candidates, never all bands
+at once (datasketch's MinHashLSH keeps every band of every key in Python dicts: some hundreds of bytes per part
+per band). The temporary files (the signatures, 1 KB per part at 256 permutations, and the band keys) go where
+Python's tempfile puts them ($TMPDIR).
+"""
+from __future__ import annotations
+
+import functools
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_DISTINCT = 4     # distinct intervals a shingle needs to count (see the module docstring)
+MIN_SHINGLES = 5     # a part with fewer shingles is too short to judge: it gets no signature
+MAX_BUCKET = 1_000   # a band value shared by more parts than this is a figure common to many songs: skipped
+ALL_PAIRS_UP_TO = 16  # a bucket of more parts gives a star of candidates, not all its pairs (see _collisions)
+# LSH band sizes chosen by datasketch with a false negative weighted 9 times a false positive: every candidate is
+# checked on its whole signature, so a false candidate costs one comparison and a missed one a missed pair
+LSH_WEIGHTS = (0.1, 0.9)
+CHUNK = 8_192        # parts (or pairs) read from disk at a time: a few MB each
+
+
+@dataclass(frozen=True)
+class NearKey:
+    """What makes two files near-duplicates: shingles of `intervals` pitch intervals, `num_perm` MinHash
+    permutations (seeded: the same signatures on every machine), and the `threshold` on the estimated Jaccard
+    similarity of the best pair of parts."""
+    intervals: int
+    num_perm: int
+    threshold: float
+    seed: int = 1
+
+
+def top_line(start: np.ndarray, pitch: np.ndarray) -> np.ndarray:
+    """The highest pitch at each distinct onset, in onset order ((n,) onsets in any unit, (n,) pitches -> (m,))."""
+    return _top_lines(np.zeros(len(start), np.int64), start, pitch)[1]
+
+
+def _top_lines(part: np.ndarray, start: np.ndarray, pitch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every part's top line at once: (part, pitch) of the highest note at each distinct (part, onset), in part
+    then onset order."""
+    pitch = pitch.astype(np.int64)
+    if (len(start) and np.issubdtype(start.dtype, np.integer) and 0 <= start.min() and start.max() < 1 << 40
+            and part.max() < 1 << 15):
+        # one argsort of a packed key where the values fit their bits (as good as always): 4x the lexsort's speed
+        order = np.argsort((part << 48) | (start.astype(np.int64) << 8) | (255 - pitch), kind="stable")
+    else:
+        order = np.lexsort((-pitch, start, part))
+    part, start = part[order], start[order]
+    first = np.ones(len(start), bool)
+    first[1:] = (start[1:] != start[:-1]) | (part[1:] != part[:-1])
+    return part[first], pitch[order][first]
+
+
+def _shingle_sets(parts: list[tuple[np.ndarray, np.ndarray]], intervals: int) -> tuple[np.ndarray, np.ndarray]:
+    """The shingle sets of all of a file's parts ((onsets, pitches) each), computed together (one pass of numpy
+    calls per file, not per part): (part index, shingle) pairs, sorted and unique; shingles are uint32 values."""
+    lengths = [len(p) for _, p in parts]
+    part = np.repeat(np.arange(len(parts), dtype=np.int64), lengths)
+    start = np.concatenate([s for s, _ in parts]) if parts else np.empty(0, np.int64)
+    pitch = np.concatenate([p for _, p in parts]) if parts else np.empty(0, np.int64)
+    part, line = _top_lines(part, start, pitch)
+    steps = np.diff(line)
+    if len(steps) < intervals:
+        return np.empty(0, np.int64), np.empty(0, np.uint32)
+    runs = np.lib.stride_tricks.sliding_window_view(steps, intervals)
+    # a run counts only inside one part: the part at its first note is the part at its last
+    owner = part[:len(runs)]
+    inside = owner == part[intervals:]
+    ordered = np.sort(runs, axis=1)
+    keep = inside & (1 + (ordered[:, 1:] != ordered[:, :-1]).sum(1) >= MIN_DISTINCT)
+    runs, owner = runs[keep], owner[keep]
+    h = np.zeros(len(runs), np.uint64)
+    for k in range(intervals):  # a polynomial hash of the run (intervals lie in -127..127), wrapping mod 2^64
+        h = h * np.uint64(1_000_003) + (runs[:, k] + 128).astype(np.uint64)
+    h = (h ^ (h >> np.uint64(32))) & np.uint64(0xFFFF_FFFF)
+    pairs = np.unique((owner.astype(np.uint64) << np.uint64(32)) | h)
+    return (pairs >> np.uint64(32)).astype(np.int64), (pairs & np.uint64(0xFFFF_FFFF)).astype(np.uint32)
+
+
+def shingles(start: np.ndarray, pitch: np.ndarray, intervals: int) -> np.ndarray:
+    """The part's shingle set: each run of `intervals` successive pitch intervals of its top line with at least
+    MIN_DISTINCT distinct values, hashed to 32 bits. Sorted unique uint32, (k,)."""
+    return _shingle_sets([(start, pitch)], intervals)[1]
+
+
+@functools.cache
+def _permutations(num_perm: int, seed: int):
+    from datasketch import MinHash
+    return MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+
+
+def signatures(parts: list[tuple[np.ndarray, np.ndarray]], key: NearKey) -> np.ndarray:
+    """One MinHash signature per part ((onsets, pitches) each) with at least MIN_SHINGLES shingles:
+    (k, num_perm) uint32, k <= len(parts). datasketch's 32-bit affine scheme on the shingle hashes."""
+    from datasketch import MinHash
+    perms = _permutations(key.num_perm, key.seed)
+    owner, values = _shingle_sets(parts, key.intervals)
+    cuts = np.searchsorted(owner, np.arange(len(parts) + 1))
+    out = []
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        if hi - lo < MIN_SHINGLES:
+            continue
+        m = MinHash(num_perm=key.num_perm, seed=key.seed, hashfunc=int, permutations=perms, scheme="affine32")
+        m.update_batch(values[lo:hi].tolist())
+        out.append(m.hashvalues.astype(np.uint32))
+    return np.asarray(out, np.uint32).reshape(-1, key.num_perm)
+
+
+@functools.cache
+def bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(b bands, r rows each) for LSH at `threshold`, as datasketch's MinHashLSH chooses them with LSH_WEIGHTS."""
+    from datasketch import MinHashLSH
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=LSH_WEIGHTS)
+    return lsh.b, lsh.r
+
+
+class NearIndex:
+    """Part signatures of many files, on disk; `pairs` finds the file pairs whose best parts reach the threshold.
+
+    Files are numbered by the caller (0, 1, ...); add each file's signatures once."""
+
+    def __init__(self, key: NearKey) -> None:
+        self.key = key
+        # datasketch's import (0.4 s: it loads scipy) and the permutations, done here, before prepare's pool
+        # forks its workers, so that they inherit them instead of each paying for them
+        bands(key.threshold, key.num_perm)
+        _permutations(key.num_perm, key.seed)
+        self._file = tempfile.TemporaryFile()
+        self._owner: list[np.ndarray] = []  # the file number of each part, in the order added
+        self.parts = 0
+
+    def add(self, file_no: int, sigs: np.ndarray) -> None:
+        if len(sigs):
+            self._file.write(np.ascontiguousarray(sigs, np.uint32).tobytes())
+            self._owner.append(np.full(len(sigs), file_no, np.int32))
+            self.parts += len(sigs)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def pairs(self, live: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """File pairs (a < b, both with live[a], live[b] true) whose most similar parts' estimated Jaccard reaches
+        the threshold: (a, b, similarity) sorted by (a, b), and the number of crowded band values skipped
+        (MAX_BUCKET). Reads the signatures once to key the bands, then one band at a time; each band's
+        candidates are checked on their whole signatures at once, and only the pairs that pass are kept."""
+        empty = np.empty(0, np.int64)
+        if not self.parts:
+            return empty, empty, np.empty(0), 0
+        self._file.flush()
+        sigs = np.memmap(self._file, np.uint32, "r", shape=(self.parts, self.key.num_perm))
+        owner = np.concatenate(self._owner)
+        keep = np.flatnonzero(live[owner])
+        b, r = bands(self.key.threshold, self.key.num_perm)
+        n = np.int64(self.parts)
+        seen, skipped = np.empty(0, np.int64), 0  # candidate pairs of parts so far, as codes i * n + j
+        with tempfile.TemporaryFile() as spill:
+            # every band's keys in one pass over the signatures, each band contiguous on disk: one read per band
+            keys = np.memmap(spill, np.uint64, "w+", shape=(b, max(len(keep), 1)))
+            for lo in range(0, len(keep), CHUNK):
+                rows = np.asarray(sigs[keep[lo:lo + CHUNK]], np.uint64)[:, :b * r].reshape(-1, b, r)
+                folded = np.zeros(rows.shape[:2], np.uint64)
+                for c in range(r):  # the band's r values folded into one 64-bit key (wrapping)
+                    folded = folded * np.uint64(0x9E37_79B9_7F4A_7C15) + rows[:, :, c]
+                keys[:, lo:lo + len(rows)] = folded.T
+            for band in range(b):
+                i, j, crowded = _collisions(np.array(keys[band, :len(keep)]), keep, owner)
+                skipped += crowded
+                seen = np.union1d(seen, i * n + j)
+            del keys
+        i, j = seen // n, seen % n
+        sim = np.empty(len(seen))
+        for lo in range(0, len(seen), CHUNK):  # each candidate checked once: rows read from disk in chunks
+            sim[lo:lo + CHUNK] = (sigs[i[lo:lo + CHUNK]] == sigs[j[lo:lo + CHUNK]]).mean(1)
+        ok = sim >= self.key.threshold
+        found = [(i[ok], j[ok], sim[ok])]
+        i, j, sim = (np.concatenate(x) for x in zip(*found))
+        a, bb = np.minimum(owner[i], owner[j]).astype(np.int64), np.maximum(owner[i], owner[j]).astype(np.int64)
+        # the best pair of parts per pair of files (a pair found in several bands counts once)
+        order = np.lexsort((-sim, bb, a))
+        a, bb, sim = a[order], bb[order], sim[order]
+        first = np.ones(len(a), bool)
+        first[1:] = (a[1:] != a[:-1]) | (bb[1:] != bb[:-1])
+        return a[first], bb[first], sim[first], skipped
+
+
+def _collisions(keys: np.ndarray, rows: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Candidate pairs of parts (i, j: part indices, i < j, of different files) from one band, and how many keys
+    were shared by more than MAX_BUCKET parts (skipped). `keys[k]` is part `rows[k]`'s key.
+
+    A bucket of parts that share a key gives all its pairs up to ALL_PAIRS_UP_TO parts; a larger one (a song in
+    many versions) gives a star, each member with its first part (the one first added): m - 1 candidates instead
+    of m(m - 1)/2, the same in every band it recurs in, so the work and the pairs recorded stay linear in the
+    parts, and the groups come out the same through the shared centre."""
+    order = np.argsort(keys, kind="stable")
+    k, rows = keys[order], rows[order]
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    sizes = np.diff(np.r_[starts, len(k)])
+    crowded = sizes > MAX_BUCKET
+    small, star = (sizes > 1) & (sizes <= ALL_PAIRS_UP_TO), (sizes > ALL_PAIRS_UP_TO) & ~crowded
+    pairs_a, pairs_b = [], []
+    # all pairs of the small buckets: step d pairs each part with the one d places after it in its bucket
+    stop = np.repeat(np.where(small, starts + sizes, starts), sizes)  # one past each part's bucket (or none)
+    at = np.flatnonzero(stop - np.arange(len(k)) > 1)
+    d = 1
+    while len(at):
+        pairs_a.append(rows[at])
+        pairs_b.append(rows[at + d])
+        d += 1
+        at = at[stop[at] - at > d]
+    # stars of the large ones
+    member = np.flatnonzero(np.repeat(star, sizes))
+    pairs_a.append(rows[np.repeat(starts[star], sizes[star])])
+    pairs_b.append(rows[member])
+    a, b = np.concatenate(pairs_a), np.concatenate(pairs_b)
+    other = owner[a] != owner[b]
+    a, b = a[other], b[other]
+    return np.minimum(a, b).astype(np.int64), np.maximum(a, b).astype(np.int64), int(crowded.sum())
