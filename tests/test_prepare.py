@@ -186,3 +186,21 @@ def test_drums_only_keeps_only_drum_tracks_including_named_ones_off_channel_10(s
     assert [r["id"] for r in named] == ["local/02_-_Misery_v0.mid#5"]  # 'Drums' on program 117, not channel 10
     assert report["tracks_inferred_by"]["name"] == 1
     assert all(r["reason"] == "instrument_filtered" for r in rejects if r["track"] is not None)
+
+
+def test_the_report_counts_groups_shared_by_every_pair_of_sources():
+    import pyarrow as pa
+
+    from pipeline.dedupe import Groups
+    rows = [{"id": i, "source": i.split("/")[0]} for i in
+            ("lakh/a", "lakh/b", "maestro/c", "local/d", "local/e", "maestro/f")]
+    groups = Groups()
+    for r in rows:
+        groups.add(r["id"])
+    groups.union("lakh/a", "maestro/c")   # one group across lakh and maestro...
+    groups.union("maestro/c", "local/d")  # ...and local: three pairs of sources share it
+    groups.union("lakh/b", "local/e")
+    rejects = pa.table({"reason": ["duplicate_md5", "near_duplicate"]})
+    report = prepare.dedupe_report(rows, rejects, groups, {r["id"]: None for r in rows}, prepare.NO_NEAR)
+    assert report["groups_across_sources"] == {"lakh+local": 2, "lakh+maestro": 1, "local+maestro": 1}
+    assert report["md5"] == {"dropped": 1} and report["near"]["pairs"] == 0
