@@ -1,6 +1,7 @@
 """The prepare stage at scale: throughput against a pretty_midi equivalent, and peak memory as the corpus grows.
 
 Usage: python benchmarks/prepare_speed.py [--files 5000] [--baseline-files 300] [--workers 2] [--near-copies]
+       [--no-near]
 
 The shared Lakh and pop files are replicated to --files files, each made byte-unique (an extra track with one
 text event) so that no replica is skipped by the md5 dedupe and every one is parsed. Measured in one run:
@@ -87,7 +88,7 @@ def _peak_kb() -> int:
     return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 
 
-def run_stage(workdir: Path, workers: int) -> dict:
+def run_stage(workdir: Path, workers: int, near: bool = True) -> dict:
     """prepare.run in this process (called in a child for a clean peak RSS)."""
     # A child started from the big parent inherits the parent's peak RSS at exec (the kernel carries it over
     # from the borrowed address space), which once made the parent's corpus look like the stage's memory:
@@ -97,7 +98,8 @@ def run_stage(workdir: Path, workers: int) -> dict:
     from pipeline import params as P
     from pipeline import prepare
 
-    p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}}, "prepare": {"workers": workers}})
+    p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}}, "prepare": {"workers": workers},
+                 **({} if near else {"dedupe": {"near": {"threshold": 0}}})})
     t = time.perf_counter()
     selected, rejects, _, report = prepare.run(p)
     dt = time.perf_counter() - t
@@ -153,10 +155,11 @@ def main() -> None:
     ap.add_argument("--near-copies", action="store_true",
                     help="replicas as near-copies (transposed, one note left out): the near-duplicate level's "
                          "stress test, every replica joining the others of its song")
+    ap.add_argument("--no-near", action="store_true", help="the near-duplicate level off (dedupe.near.threshold 0)")
     ap.add_argument("--stage-only", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stage_only:
-        print(json.dumps(run_stage(Path(args.stage_only), args.workers)))
+        print(json.dumps(run_stage(Path(args.stage_only), args.workers, not args.no_near)))
         return
 
     blobs = corpus(args.files, args.near_copies)
@@ -166,7 +169,8 @@ def main() -> None:
     for n in sorted({args.files // 5, args.files // 2, args.files}):
         with tempfile.TemporaryDirectory() as tmp:
             build(Path(tmp), blobs[:n])
-            out = subprocess.run([sys.executable, __file__, "--stage-only", tmp, "--workers", str(args.workers)],
+            off = ["--no-near"] if args.no_near else []
+            out = subprocess.run([sys.executable, __file__, "--stage-only", tmp, "--workers", str(args.workers), *off],
                                  capture_output=True, text=True, check=True,
                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
             r = json.loads(out.stdout.strip().splitlines()[-1])
