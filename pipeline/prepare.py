@@ -171,7 +171,8 @@ def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
     out = {"id": id_, "content_hash": digest, "near": near, "dropped": dropped, "sequences": [],
            "notes_in": song.note_ons, "recovered": song.recovered, "ignored": ignored}
     if not picked:
-        return {**out, "reason": "no_matching_tracks", "message": "no track with notes matches filter.instruments"}
+        return {**out, "reason": "no_matching_tracks",
+                "message": "no track with notes matches filter.instruments and filter.timing"}
     groups = [picked] if cfg.mode == "files" else [[t] for t in picked]
     for tracks in groups:
         parts = [song.parts[t[0]] for t in tracks]
