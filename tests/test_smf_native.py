@@ -441,3 +441,13 @@ def test_the_packed_part_order_is_the_five_key_lexsort(far):
     cols = [np.asarray(c, np.int64) for c in (track, ch, prog, start, pitch)]
     expected = np.lexsort((cols[4], cols[3], cols[2], cols[1], cols[0]))
     assert np.array_equal(smf._part_order(*cols), expected)
+
+
+def test_a_file_that_fills_the_first_tables_is_read_again_with_the_bounds(native):
+    from tests.test_reported import smf_bytes
+    # 12,000 note-ons by running status, never released: 3 bytes a note, past an eighth of the notes' bound
+    events = [(0, b"\x90\x3c\x40")] + [(1, bytes([0x3c + k % 24, 0x40])) for k in range(12_000)]
+    data = smf_bytes([events])
+    assert len(data) // 3 // 8 + 64 < 12_000  # the first capacities cannot hold them
+    song, ran = _assert_paths_agree(data)
+    assert ran and song.n_notes == 12_001 and song.recovered == 12_001
