@@ -15,21 +15,26 @@ interval-only shingles beat (interval, onset gap) ones, which differ wherever tw
 differently; shingles with fewer than MIN_DISTINCT distinct intervals (repeated notes, scales, arpeggios: figures
 that many songs share) are left out, which is most of the gain in precision.
 
-The index keeps its signatures in a temporary file while the files stream in (4 bytes per part in memory: its
-file's number), then keys every band on disk and takes one band at a time: sort its keys, pair the parts that
-share one, check those pairs on their whole signatures, keep the ones that pass. So memory peaks at about 40
-bytes per part (one band's keys, their order, the sorted copies) plus that band's candidates, never all bands
-at once (datasketch's MinHashLSH keeps every band of every key in Python dicts: some hundreds of bytes per part
-per band). The temporary files (the signatures, 1 KB per part at 256 permutations, and the band keys) go where
-Python's tempfile puts them ($TMPDIR).
+The index keeps its signatures in a temporary file while the files stream in (4 bytes a part in memory: its
+file's number), then writes every band's keys to another (1 KB and 680 bytes a part on disk, at 256
+permutations and 85 bands, where Python's tempfile puts them: $TMPDIR) and takes one band at a time: sort its
+keys, pair the parts that share one, merge those candidates into the sorted set of distinct ones so far. A
+bucket of up to ALL_PAIRS_UP_TO parts gives all its pairs; a larger one (a song in many versions) a star round
+its earliest file's part, so candidates stay linear in the parts. Each distinct candidate is then checked once
+on its whole signatures. Memory peaks at one band's keys (about 40 bytes a part while sorted) plus 8 bytes a
+distinct candidate (datasketch's MinHashLSH keeps every band of every key in Python dicts: some hundreds of
+bytes per part per band).
 """
 from __future__ import annotations
 
+import array
 import functools
 import tempfile
 from dataclasses import dataclass
 
 import numpy as np
+
+from pipeline.quality import sorted_unique
 
 MIN_DISTINCT = 4     # distinct intervals a shingle needs to count (see the module docstring)
 MIN_SHINGLES = 5     # a part with fewer shingles is too short to judge: it gets no signature
@@ -95,7 +100,7 @@ def _shingle_sets(parts: list[tuple[np.ndarray, np.ndarray]], intervals: int) ->
     for k in range(intervals):  # a polynomial hash of the run (intervals lie in -127..127), wrapping mod 2^64
         h = h * np.uint64(1_000_003) + (runs[:, k] + 128).astype(np.uint64)
     h = (h ^ (h >> np.uint64(32))) & np.uint64(0xFFFF_FFFF)
-    pairs = np.unique((owner.astype(np.uint64) << np.uint64(32)) | h)
+    pairs = sorted_unique((owner.astype(np.uint64) << np.uint64(32)) | h)
     return (pairs >> np.uint64(32)).astype(np.int64), (pairs & np.uint64(0xFFFF_FFFF)).astype(np.uint32)
 
 
@@ -148,13 +153,13 @@ class NearIndex:
         bands(key.threshold, key.num_perm)
         _permutations(key.num_perm, key.seed)
         self._file = tempfile.TemporaryFile()
-        self._owner: list[np.ndarray] = []  # the file number of each part, in the order added
+        self._owner = array.array("i")  # the file number of each part, in the order added: 4 bytes a part
         self.parts = 0
 
     def add(self, file_no: int, sigs: np.ndarray) -> None:
         if len(sigs):
             self._file.write(np.ascontiguousarray(sigs, np.uint32).tobytes())
-            self._owner.append(np.full(len(sigs), file_no, np.int32))
+            self._owner.extend([file_no] * len(sigs))
             self.parts += len(sigs)
 
     def close(self) -> None:
@@ -170,8 +175,11 @@ class NearIndex:
             return empty, empty, np.empty(0), 0
         self._file.flush()
         sigs = np.memmap(self._file, np.uint32, "r", shape=(self.parts, self.key.num_perm))
-        owner = np.concatenate(self._owner)
+        owner = np.frombuffer(self._owner, np.int32)
+        # the live parts in file order, so that a large bucket's star centres on its earliest file (the one that
+        # dedupe.near.drop_above keeps), whatever order the files were read in
         keep = np.flatnonzero(live[owner])
+        keep = keep[np.argsort(owner[keep], kind="stable")]
         b, r = bands(self.key.threshold, self.key.num_perm)
         n = np.int64(self.parts)
         seen, skipped = np.empty(0, np.int64), 0  # candidate pairs of parts so far, as codes i * n + j
@@ -187,7 +195,8 @@ class NearIndex:
             for band in range(b):
                 i, j, crowded = _collisions(np.array(keys[band, :len(keep)]), keep, owner)
                 skipped += crowded
-                seen = np.union1d(seen, i * n + j)
+                # merged by sorting: np.union1d's hash-based unique is 100x slower on millions of codes
+                seen = sorted_unique(np.concatenate([seen, i * n + j]))
             del keys
         i, j = seen // n, seen % n
         sim = np.empty(len(seen))
@@ -210,9 +219,10 @@ def _collisions(keys: np.ndarray, rows: np.ndarray, owner: np.ndarray) -> tuple[
     were shared by more than MAX_BUCKET parts (skipped). `keys[k]` is part `rows[k]`'s key.
 
     A bucket of parts that share a key gives all its pairs up to ALL_PAIRS_UP_TO parts; a larger one (a song in
-    many versions) gives a star, each member with its first part (the one first added): m - 1 candidates instead
-    of m(m - 1)/2, the same in every band it recurs in, so the work and the pairs recorded stay linear in the
-    parts, and the groups come out the same through the shared centre."""
+    many versions) gives a star, each member with the bucket's first part in `rows` order (NearIndex.pairs
+    passes the parts in file order: the earliest file's): m - 1 candidates instead of m(m - 1)/2, the same in
+    every band it recurs in, so the work and the pairs recorded stay linear in the parts. Members join each other
+    through the centre where their checks against it pass."""
     order = np.argsort(keys, kind="stable")
     k, rows = keys[order], rows[order]
     starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])

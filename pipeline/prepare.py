@@ -557,7 +557,8 @@ FILTER_REASONS = {**{f.param: f.reason for f in quality.FILTERS},
 
 
 def filter_report(f: P.FilterParams, rejects: pa.Table) -> dict:
-    """Per filter: its value and the reject rows (files, or tracks and sequences in tracks mode) it gave."""
+    """Per filter: its value and the reject rows it gave: sequences (files in files mode) for the quality
+    filters; tracks for `instruments` and `timing` (a file left with no track is `no_matching_tracks`)."""
     reasons = Counter(rejects.column("reason").to_pylist())
     return {k: {"value": getattr(f, k), "rejected": reasons[reason]} for k, reason in FILTER_REASONS.items()}
 

@@ -170,5 +170,5 @@ def reject_reason(measures: dict, limits: dict[str, float]) -> tuple[str, str] |
             continue
         if value < limit if f.minimum else value > limit:
             side = "under" if f.minimum else "over"
-            return f.reason, f"{value:.4g} {f.what}, {side} filter.{f.param}={limit:g}"
+            return f.reason, f"{value:.6g} {f.what}, {side} filter.{f.param}={limit:g}"
     return None

@@ -216,3 +216,16 @@ def test_the_outputs_do_not_depend_on_the_worker_count(tune, other_tune, third_t
     for one, two in zip(runs[0][:3], runs[1][:3]):
         assert one.equals(two)
     assert runs[0][2].num_rows > 0 and runs[0][3] == runs[1][3]
+
+
+def test_a_large_bucket_centres_on_its_earliest_file_whatever_the_reading_order(tune):
+    sig = _signatures(tune)
+    n = 18  # more than ALL_PAIRS_UP_TO parts share every band value: a star
+    index = NearIndex(KEY)
+    try:
+        for k in reversed(range(n)):  # the last file read first, as an archive's own order may have it
+            index.add(k, sig)
+        a, b, sim, _ = index.pairs(np.ones(n, bool))
+    finally:
+        index.close()
+    assert set(a.tolist()) == {0} and sorted(b.tolist()) == list(range(1, n)) and (sim == 1.0).all()
