@@ -16,19 +16,20 @@ differently; shingles with fewer than MIN_DISTINCT distinct intervals (repeated 
 that many songs share) are left out, which is most of the gain in precision.
 
 The index keeps its signatures in a temporary file while the files stream in (4 bytes a part in memory: its
-file's number), then writes every band's keys to another (1 KB and 680 bytes a part on disk, at 256
-permutations and 85 bands, where Python's tempfile puts them: $TMPDIR) and takes one band at a time: sort its
-keys, pair the parts that share one, merge those candidates into the sorted set of distinct ones so far. A
-bucket of up to ALL_PAIRS_UP_TO parts gives all its pairs; a larger one (a song in many versions) a star round
-its earliest file's part, so candidates stay linear in the parts. Each distinct candidate is then checked once
-on its whole signatures. Memory peaks at one band's keys (about 40 bytes a part while sorted) plus 8 bytes a
-distinct candidate (datasketch's MinHashLSH keeps every band of every key in Python dicts: some hundreds of
-bytes per part per band).
+file's number), then writes every band's keys to another with plain writes (1 KB and 680 bytes a part on disk,
+at 256 permutations and 85 bands, where Python's tempfile puts them: $TMPDIR) and takes one band at a time: read
+its keys, sort them, pair the parts that share one, merge those candidates into the sorted set of distinct ones
+so far. A bucket of up to ALL_PAIRS_UP_TO parts gives all its pairs; a larger one (a song in many versions) a
+star round its earliest file's part, so candidates stay linear in the parts. Each distinct candidate is then
+checked once on its whole signatures, read through a mapping whose pages are dropped after each chunk. Memory
+peaks at one band's keys (about 40 bytes a part while sorted) plus 8 bytes a distinct candidate (datasketch's
+MinHashLSH keeps every band of every key in Python dicts: some hundreds of bytes per part per band).
 """
 from __future__ import annotations
 
 import array
 import functools
+import mmap
 import tempfile
 from dataclasses import dataclass
 
@@ -168,13 +169,12 @@ class NearIndex:
     def pairs(self, live: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """File pairs (a < b, both with live[a], live[b] true) whose most similar parts' estimated Jaccard reaches
         the threshold: (a, b, similarity) sorted by (a, b), and the number of crowded band values skipped
-        (MAX_BUCKET). Reads the signatures once to key the bands, then one band at a time; each band's
-        candidates are checked on their whole signatures at once, and only the pairs that pass are kept."""
+        (MAX_BUCKET). One pass over the signatures writes every band's keys to disk; then each band's keys are
+        read back alone and their candidates merged; then each distinct candidate is checked once."""
         empty = np.empty(0, np.int64)
         if not self.parts:
             return empty, empty, np.empty(0), 0
         self._file.flush()
-        sigs = np.memmap(self._file, np.uint32, "r", shape=(self.parts, self.key.num_perm))
         owner = np.frombuffer(self._owner, np.int32)
         # the live parts in file order, so that a large bucket's star centres on its earliest file (the one that
         # dedupe.near.drop_above keeps), whatever order the files were read in
@@ -183,35 +183,58 @@ class NearIndex:
         b, r = bands(self.key.threshold, self.key.num_perm)
         n = np.int64(self.parts)
         seen, skipped = np.empty(0, np.int64), 0  # candidate pairs of parts so far, as codes i * n + j
-        with tempfile.TemporaryFile() as spill:
-            # every band's keys in one pass over the signatures, each band contiguous on disk: one read per band
-            keys = np.memmap(spill, np.uint64, "w+", shape=(b, max(len(keep), 1)))
+        with _Signatures(self._file, self.parts, self.key.num_perm) as sigs, tempfile.TemporaryFile() as keys:
             for lo in range(0, len(keep), CHUNK):
-                rows = np.asarray(sigs[keep[lo:lo + CHUNK]], np.uint64)[:, :b * r].reshape(-1, b, r)
+                rows = sigs.rows(keep[lo:lo + CHUNK]).astype(np.uint64)[:, :b * r].reshape(-1, b, r)
                 folded = np.zeros(rows.shape[:2], np.uint64)
                 for c in range(r):  # the band's r values folded into one 64-bit key (wrapping)
                     folded = folded * np.uint64(0x9E37_79B9_7F4A_7C15) + rows[:, :, c]
-                keys[:, lo:lo + len(rows)] = folded.T
+                for band in range(b):  # each band's keys contiguous in the file, written with plain writes
+                    keys.seek((band * len(keep) + lo) * 8)
+                    keys.write(np.ascontiguousarray(folded[:, band]).tobytes())
             for band in range(b):
-                i, j, crowded = _collisions(np.array(keys[band, :len(keep)]), keep, owner)
+                keys.seek(band * len(keep) * 8)
+                i, j, crowded = _collisions(np.fromfile(keys, np.uint64, len(keep)), keep, owner)
                 skipped += crowded
                 # merged by sorting: np.union1d's hash-based unique is 100x slower on millions of codes
                 seen = sorted_unique(np.concatenate([seen, i * n + j]))
-            del keys
-        i, j = seen // n, seen % n
-        sim = np.empty(len(seen))
-        for lo in range(0, len(seen), CHUNK):  # each candidate checked once: rows read from disk in chunks
-            sim[lo:lo + CHUNK] = (sigs[i[lo:lo + CHUNK]] == sigs[j[lo:lo + CHUNK]]).mean(1)
+            i, j = seen // n, seen % n
+            sim = np.empty(len(seen))
+            for lo in range(0, len(seen), CHUNK):  # each candidate checked once, in chunks
+                sim[lo:lo + CHUNK] = (sigs.rows(i[lo:lo + CHUNK]) == sigs.rows(j[lo:lo + CHUNK])).mean(1)
         ok = sim >= self.key.threshold
-        found = [(i[ok], j[ok], sim[ok])]
-        i, j, sim = (np.concatenate(x) for x in zip(*found))
+        i, j, sim = i[ok], j[ok], sim[ok]
         a, bb = np.minimum(owner[i], owner[j]).astype(np.int64), np.maximum(owner[i], owner[j]).astype(np.int64)
-        # the best pair of parts per pair of files (a pair found in several bands counts once)
+        # the best pair of parts per pair of files
         order = np.lexsort((-sim, bb, a))
         a, bb, sim = a[order], bb[order], sim[order]
         first = np.ones(len(a), bool)
         first[1:] = (a[1:] != a[:-1]) | (bb[1:] != bb[:-1])
         return a[first], bb[first], sim[first], skipped
+
+
+class _Signatures:
+    """The signature file mapped read-only, rows fetched by index. Each fetch copies its rows out and then drops
+    the mapped pages from this process (madvise MADV_DONTNEED: read again from the file, or the page cache, when
+    needed), so the mapping never counts towards the resident memory: only the rows asked for do."""
+
+    def __init__(self, file, parts: int, num_perm: int) -> None:
+        self._map = mmap.mmap(file.fileno(), parts * num_perm * 4, prot=mmap.PROT_READ)
+        self._shape = (parts, num_perm)
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        view = np.frombuffer(self._map, np.uint32).reshape(self._shape)
+        out = view[index]  # a copy (fancy indexing)
+        del view  # no export left, so the map can be advised and closed
+        if hasattr(mmap, "MADV_DONTNEED"):  # POSIX; elsewhere the pages stay mapped (correct, just resident)
+            self._map.madvise(mmap.MADV_DONTNEED)
+        return out
+
+    def __enter__(self) -> "_Signatures":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._map.close()
 
 
 def _collisions(keys: np.ndarray, rows: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
