@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from pipeline import smf, smf_native
+from tests.test_reported import _vlq, smf_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -124,14 +125,6 @@ def test_every_shared_file_reads_the_same_through_both_paths(native):
 
 
 # ---- hand-made edge cases ---------------------------------------------------------------------------------------
-
-def _vlq(n: int) -> bytes:
-    out = [n & 0x7F]
-    while n > 0x7F:
-        n >>= 7
-        out.append(0x80 | (n & 0x7F))
-    return bytes(reversed(out))
-
 
 def _chunk(body: bytes, cid: bytes = b"MTrk", size: int | None = None) -> bytes:
     return cid + (len(body) if size is None else size).to_bytes(4, "big") + body
@@ -444,7 +437,6 @@ def test_the_packed_part_order_is_the_five_key_lexsort(far):
 
 
 def test_a_file_that_fills_the_first_tables_is_read_again_with_the_bounds(native):
-    from tests.test_reported import smf_bytes
     # 12,000 note-ons by running status, never released: 3 bytes a note, past an eighth of the notes' bound
     events = [(0, b"\x90\x3c\x40")] + [(1, bytes([0x3c + k % 24, 0x40])) for k in range(12_000)]
     data = smf_bytes([events])
