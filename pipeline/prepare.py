@@ -486,6 +486,7 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
                 rejects.append(_reject(r, res["reason"], res["message"], notes=lost))
                 accounts.check(r["id"], res.get("notes_in"), 0, dropped_notes + (lost or 0))
                 continue
+            closest = near.closest.get(r["id"], (None, None))
             for s in res["sequences"]:
                 if "reason" in s:
                     rejects.append(_reject(r, s["reason"], s["message"], track=s["track"], notes=s["n_notes"]))
@@ -497,8 +498,7 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
                     source=r["source"], artifact=r["artifact"], member=r["member"], md5=r["md5"],
                     content_hash=hashes[r["id"]], song=songs[r["id"]], group=groups.find(r["id"]),
                     title=r["title"], composer=r["composer"], split=r["split"],
-                    near_duplicate_of=near.closest.get(r["id"], (None, None))[0],
-                    near_similarity=near.closest.get(r["id"], (None, None))[1],
+                    near_duplicate_of=closest[0], near_similarity=closest[1],
                     **{k: s[k] for k in SEQUENCE_COLUMNS},
                 ))
             if not any("reason" not in s for s in res["sequences"]):
@@ -516,8 +516,8 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     rejects_t = rejects_t.take(pc.sort_indices(order, [("id", "ascending"), ("track", "ascending"),
                                                        ("reason", "ascending")]))
     report = summarize(Counter(r["source"] for r in rows), selected_t, rejects_t)
-    report["dedupe"] = dedupe_report(rows, rejects_t, groups, songs, near)
-    report["filters"] = filter_report(p.filter, rejects_t)
+    report["dedupe"] = dedupe_report(rows, report["by_reason"], groups, songs, near)
+    report["filters"] = filter_report(p.filter, report["by_reason"])
     report["note_accounting"] = accounts.report(rejects_t)
     return selected_t, rejects_t, near.pairs, report
 
@@ -556,26 +556,25 @@ FILTER_REASONS = {**{f.param: f.reason for f in quality.FILTERS},
                   "timing": "timing_filtered", "instruments": "instrument_filtered"}
 
 
-def filter_report(f: P.FilterParams, rejects: pa.Table) -> dict:
-    """Per filter: its value and the reject rows it gave: sequences (files in files mode) for the quality
-    filters; tracks for `instruments` and `timing` (a file left with no track is `no_matching_tracks`)."""
-    reasons = Counter(rejects.column("reason").to_pylist())
-    return {k: {"value": getattr(f, k), "rejected": reasons[reason]} for k, reason in FILTER_REASONS.items()}
+def filter_report(f: P.FilterParams, reasons: dict[str, int]) -> dict:
+    """Per filter: its value and the reject rows it gave (`reasons`: reject rows by reason): sequences (files in
+    files mode) for the quality filters; tracks for `instruments` and `timing` (a file left with no track is
+    `no_matching_tracks`)."""
+    return {k: {"value": getattr(f, k), "rejected": reasons.get(reason, 0)} for k, reason in FILTER_REASONS.items()}
 
 
-def dedupe_report(rows: list[dict], rejects: pa.Table, groups: Groups, songs: dict[str, str | None],
+def dedupe_report(rows: list[dict], reasons: dict[str, int], groups: Groups, songs: dict[str, str | None],
                   near: NearResult) -> dict:
-    """Per dedupe level, what it dropped and joined; and for every pair of sources, the groups holding files of
-    both (how much two corpora overlap)."""
-    reasons = Counter(rejects.column("reason").to_pylist())
+    """Per dedupe level, what it dropped and joined (`reasons`: reject rows by reason); and for every pair of
+    sources, the groups holding files of both (how much two corpora overlap)."""
     titled = Counter(k for k in songs.values() if k is not None)
     by_group: dict[str, set[str]] = {}
     for r in rows:
         by_group.setdefault(groups.find(r["id"]), set()).add(r["source"])
     across = Counter(f"{a}+{b}" for srcs in by_group.values() for a, b in combinations(sorted(srcs), 2))
     return {
-        "md5": {"dropped": reasons["duplicate_md5"]},
-        "content": {"dropped": reasons["duplicate_content"]},
+        "md5": {"dropped": reasons.get("duplicate_md5", 0)},
+        "content": {"dropped": reasons.get("duplicate_content", 0)},
         "near": {"pairs": near.pairs.num_rows, "files_in_pairs": len(near.closest), "dropped": len(near.dropped),
                  "parts_indexed": near.parts, "crowded_band_values_skipped": near.crowded},
         "title": {"files_sharing_a_song": sum(n for n in titled.values() if n > 1)},

@@ -20,7 +20,7 @@ Notes come out grouped into parts, one per (track chunk, channel, program) with 
 grouping and order as symusic's tracks, so a part index is what a track index was before.
 
 The event pass runs in C (smf_events.c, built at first use and loaded by pipeline/smf_native.py): on Lakh files
-about 50 times faster than the Python loop, which makes read about 7 times faster (benchmarks/smf_read_speed.py).
+about 50 times faster than the Python loop, which makes read about 15 times faster (benchmarks/smf_read_speed.py).
 The Python loop (_events_python) is its reference, gives the same Song byte for byte (tests/test_smf_native.py),
 and runs instead where no C compiler is found, where PIPELINE_SMF_NATIVE=0, and for a file whose ticks pass int64
 (its ticks are Python integers, exact whatever their size).

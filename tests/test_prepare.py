@@ -189,8 +189,6 @@ def test_drums_only_keeps_only_drum_tracks_including_named_ones_off_channel_10(s
 
 
 def test_the_report_counts_groups_shared_by_every_pair_of_sources():
-    import pyarrow as pa
-
     from pipeline.dedupe import Groups
     rows = [{"id": i, "source": i.split("/")[0]} for i in
             ("lakh/a", "lakh/b", "maestro/c", "local/d", "local/e", "maestro/f")]
@@ -200,7 +198,7 @@ def test_the_report_counts_groups_shared_by_every_pair_of_sources():
     groups.union("lakh/a", "maestro/c")   # one group across lakh and maestro...
     groups.union("maestro/c", "local/d")  # ...and local: three pairs of sources share it
     groups.union("lakh/b", "local/e")
-    rejects = pa.table({"reason": ["duplicate_md5", "near_duplicate"]})
-    report = prepare.dedupe_report(rows, rejects, groups, {r["id"]: None for r in rows}, prepare.NO_NEAR)
+    reasons = {"duplicate_md5": 1, "near_duplicate": 1}
+    report = prepare.dedupe_report(rows, reasons, groups, {r["id"]: None for r in rows}, prepare.NO_NEAR)
     assert report["groups_across_sources"] == {"lakh+local": 2, "lakh+maestro": 1, "local+maestro": 1}
     assert report["md5"] == {"dropped": 1} and report["near"]["pairs"] == 0
