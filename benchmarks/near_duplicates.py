@@ -13,7 +13,8 @@ together, pair precision and pair recall. Levels: `content` (the same music afte
 grid), `near` (the groups of the near-duplicate level's pairs alone: MinHash LSH over melodic shingles),
 `title` (the song key from the file's own metadata: the names are md5s), and `union` (prepare's groups, what the
 split keeps together). `--thresholds 0.2 0.25 0.3` reruns prepare at each dedupe.near.threshold (the sweep
-behind the default). Run by hand (under a minute a threshold on 2 cores), not by the tests.
+behind the default). Run by hand (under a minute a threshold on 2 cores), not by the tests. A progress bar on
+stderr counts the stages run; the last line on stdout gives the union level's figures at each threshold.
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
+from tqdm import tqdm
 
-from pipeline.dedupe import Groups
+from pipeline.dedupe import UnionFind
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT.parent / "shared" / "data" / "midi" / "lakh" / "beatles"
@@ -62,7 +64,10 @@ def hide_names(files: list[Path], dest: Path) -> dict[str, str]:
     return truth
 
 
-def run_prepare(work: Path, folder: Path, threshold: float | None = None) -> None:
+def run_prepare(work: Path, folder: Path, threshold: float | None = None, progress: tqdm | None = None) -> None:
+    """`acquire local` then `prepare` on `folder` in the workspace `work` (params.yaml's values, the local path
+    and `threshold` changed), each stage a step of `progress`. Raises SystemExit with a stage's output when it
+    fails."""
     shutil.copytree(ROOT / "pipeline", work / "pipeline")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["sources"] = ["local"]
@@ -71,9 +76,13 @@ def run_prepare(work: Path, folder: Path, threshold: float | None = None) -> Non
         params["dedupe"]["near"]["threshold"] = threshold
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["pipeline.acquire", "local"], ["pipeline.prepare"]):
+        if progress is not None:
+            progress.set_postfix_str(cmd[0])
         done = subprocess.run([sys.executable, "-m", *cmd], cwd=work, capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"{cmd[0]} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+        if progress is not None:
+            progress.update()
 
 
 def predictions(work: Path) -> tuple[dict[str, dict[str, str | None]], dict[str, int]]:
@@ -82,17 +91,17 @@ def predictions(work: Path) -> tuple[dict[str, dict[str, str | None]], dict[str,
     sel = pq.read_table(work / "data/prepared/selected.parquet", columns=["file", "content_hash", "song", "group"])
     rej = pq.read_table(work / "data/prepared/rejects.parquet", columns=["id", "track", "reason", "duplicate_of"])
     near = pq.read_table(work / "data/prepared/near.parquet").to_pylist()
-    groups = Groups()  # the near level alone: its pairs' groups
-    for r in sel.to_pylist():
-        groups.add(Path(r["file"]).stem)
+    stems = sorted({Path(r["file"]).stem for r in sel.to_pylist()} | {Path(r[k]).stem for r in near for k in "ab"})
+    number = {s: k for k, s in enumerate(stems)}
+    groups = UnionFind(len(stems))  # the near level alone: its pairs' groups
     for r in near:
-        groups.add(Path(r["a"]).stem)
-        groups.add(Path(r["b"]).stem)
-        groups.union(Path(r["a"]).stem, Path(r["b"]).stem)
+        groups.union(number[Path(r["a"]).stem], number[Path(r["b"]).stem])
+    labels = groups.labels()
     keys: dict[str, dict[str, str | None]] = {}
     for r in sel.to_pylist():
         stem = Path(r["file"]).stem
-        keys[stem] = {"content": r["content_hash"], "near": groups.find(stem), "title": r["song"], "union": r["group"]}
+        keys[stem] = {"content": r["content_hash"], "near": stems[labels[number[stem]]], "title": r["song"],
+                      "union": r["group"]}
     other: dict[str, int] = {}
     for r in rej.to_pylist():
         if r["duplicate_of"]:  # dropped as a copy: it shares its kept file's content and group
@@ -130,23 +139,31 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no MIDI files under {args.corpus} (the shared corpus is absent from a plain clone)")
     out = {}
-    for threshold in args.thresholds or [None]:
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    thresholds = args.thresholds or [None]
+    bar = tqdm(total=2 * len(thresholds), desc="near_duplicates", unit="stage", mininterval=1)
+    for threshold in thresholds:
         with tempfile.TemporaryDirectory(prefix="near-duplicates-") as tmp:
             truth = hide_names(files, Path(tmp) / "hidden")
-            run_prepare(Path(tmp) / "work", Path(tmp) / "hidden", threshold)
+            run_prepare(Path(tmp) / "work", Path(tmp) / "hidden", threshold, bar)
             keys, other = predictions(Path(tmp) / "work")
         distinct = len(truth)
         truth = {k: v for k, v in truth.items() if k in keys}
         label = "params.yaml" if threshold is None else f"{threshold:g}"
-        print(f"dedupe.near.threshold {label}: {len(files)} files, {distinct} distinct, {len(truth)} kept or "
-              f"grouped by prepare ({len(set(truth.values()))} songs; files not kept for other reasons: "
-              f"{other or 'none'}); names hidden as md5s")
+        tqdm.write(f"dedupe.near.threshold {label}: {len(files)} files, {distinct} distinct, {len(truth)} kept or "
+                   f"grouped by prepare ({len(set(truth.values()))} songs; files not kept for other reasons: "
+                   f"{other or 'none'}); names hidden as md5s")
         out[label] = {}
         for level in LEVELS:
             s = out[label][level] = pair_scores(keys, truth, level)
-            fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-            print(f"  {level:8s}: {s['pairs']:5d} pairs grouped, precision {fmt(s['precision'])}, "
-                  f"recall {fmt(s['recall'])} of {s['true_pairs']} same-song pairs")
+            tqdm.write(f"  {level:8s}: {s['pairs']:5d} pairs grouped, precision {fmt(s['precision'])}, "
+                       f"recall {fmt(s['recall'])} of {s['true_pairs']} same-song pairs")
+    bar.close()
+    default = yaml.safe_load((ROOT / "params.yaml").read_text())["dedupe"]["near"]["threshold"]
+    print("near_duplicates: " + "; ".join(
+        f"precision {fmt(r['union']['precision'])}, recall {fmt(r['union']['recall'])} at threshold "
+        f"{default if label == 'params.yaml' else label}" for label, r in out.items())
+        + f" on {len(files)} files (union level: prepare's groups)")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 

@@ -139,10 +139,13 @@ def pretty_midi_inspect(data: bytes) -> dict:
 
 def files_per_second(fn, blobs: list[bytes], workers: int) -> float:
     """fn over blobs in the stage's process pool (small chunks: the baselines are slow per file)."""
+    from tqdm import tqdm
+
     from pipeline.parallel import imap
 
     t = time.perf_counter()
-    for _ in imap(fn, blobs, workers, chunk=4):
+    for _ in tqdm(imap(fn, blobs, workers, chunk=4), total=len(blobs), desc=getattr(fn, "__name__", "baseline"),
+                  unit="file", mininterval=1):
         pass
     return len(blobs) / (time.perf_counter() - t)
 
@@ -165,7 +168,7 @@ def main() -> None:
     blobs = corpus(args.files, args.near_copies)
     print(f"corpus: {len(blobs)} byte-unique files ({sum(map(len, blobs)) / 1e6:.0f} MB) from the shared "
           f"Lakh and pop files; {args.workers} workers on {os.cpu_count()} cores")
-    rates = {}
+    rates, peaks = {}, {}
     for n in sorted({args.files // 5, args.files // 2, args.files}):
         with tempfile.TemporaryDirectory() as tmp:
             build(Path(tmp), blobs[:n])
@@ -174,7 +177,7 @@ def main() -> None:
                                  capture_output=True, text=True, check=True,
                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
             r = json.loads(out.stdout.strip().splitlines()[-1])
-        rates[n] = r["files"] / r["seconds"]
+        rates[n], peaks[n] = r["files"] / r["seconds"], r["peak_rss_mb"]
         print(f"prepare stage, {n:6d} files: {rates[n]:7.0f} files/s  peak RSS {r['peak_rss_mb']:6.0f} MB, "
               f"each worker at most {r['worker_peak_rss_mb']:4.0f} MB  "
               f"(selected {r['selected']}; {r['reasons']}; near level {r['near']})")
@@ -182,7 +185,10 @@ def main() -> None:
     sample = blobs[: args.baseline_files]
     base = files_per_second(pretty_midi_inspect, sample, args.workers)
     print(f"pretty_midi equivalent, {len(sample)} files: {base:7.1f} files/s")
-    print(f"prepare (symusic) is {rates[args.files] / base:.0f}x faster than the pretty_midi equivalent")
+    lo, hi = min(peaks), max(peaks)
+    print(f"prepare_speed: {rates[args.files]:.0f} files/s at {args.files} files, {rates[args.files] / base:.0f}x the "
+          f"pretty_midi equivalent; main process {peaks[lo]:.0f} -> {peaks[hi]:.0f} MB from {lo} to {hi} files "
+          f"({(peaks[hi] - peaks[lo]) * 1024 / max(hi - lo, 1):.2f} KB a file)")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import tarfile
 import zipfile
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Union
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.archive import TAR_SUFFIXES
@@ -32,48 +34,74 @@ class Batch:
     row_group: int | None = None      # a shard's row group
     members: tuple[str, ...] = ()     # zip members, in the order of ids
     blobs: tuple[bytes, ...] = ()     # tar members' bytes, in the order of ids
+    rows: tuple[int, ...] = ()        # each file's row number in the table given to iter_batches
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
-def iter_batches(raw_dir: Path, rows: Iterable[dict]) -> Iterator[Batch]:
-    """Batches of the manifest rows that have an artifact, one artifact at a time in name order."""
-    groups: dict[str, dict[str, str]] = defaultdict(dict)  # artifact -> member -> id
-    for row in rows:
-        if row.get("artifact"):
-            groups[row["artifact"]][row["member"]] = row["id"]
-    for artifact in sorted(groups):
-        path = str(Path(raw_dir) / artifact)
-        wanted = groups[artifact]
-        name = artifact.lower()
-        if name.endswith(".parquet"):
-            ids_wanted = set(wanted.values())
-            f = pq.ParquetFile(path)
-            for g in range(f.num_row_groups):
-                ids = f.read_row_group(g, columns=["id"], use_threads=False).column(0).to_pylist()
-                if picked := tuple(i for i in ids if i in ids_wanted):
-                    yield Batch(path, picked, row_group=g)
-        elif name.endswith(".zip"):
-            members = sorted(wanted)
-            for k in range(0, len(members), BATCH_FILES):
-                part = tuple(members[k:k + BATCH_FILES])
-                yield Batch(path, tuple(wanted[m] for m in part), members=part)
-        elif name.endswith(TAR_SUFFIXES):
-            ids, blobs, size = [], [], 0
-            with tarfile.open(path, mode="r|*") as tf:
-                for info in tf:
-                    if info.name in wanted and info.isfile():
-                        ids.append(wanted[info.name])
-                        blobs.append(tf.extractfile(info).read())
-                        size += len(blobs[-1])
-                        if len(ids) == BATCH_FILES or size >= BATCH_BYTES:
-                            yield Batch(path, tuple(ids), blobs=tuple(blobs))
-                            ids, blobs, size = [], [], 0
-            if ids:
-                yield Batch(path, tuple(ids), blobs=tuple(blobs))
-        else:
-            raise ValueError(f"{path}: unknown artifact type")
+Rows = Union[pa.Table, Iterable[dict]]  # manifest rows: a table, or dicts, with id, artifact and member
+
+
+def _as_table(rows: Rows) -> pa.Table:
+    if isinstance(rows, pa.Table):
+        return rows
+    rows = list(rows)
+    return pa.table({k: pa.array([r.get(k) for r in rows], pa.string()) for k in ("id", "artifact", "member")})
+
+
+def iter_batches(raw_dir: Path, rows: Rows) -> Iterator[Batch]:
+    """Batches of the manifest rows that have an artifact, one artifact at a time in name order. Each batch's
+    `rows` are its files' row numbers in `rows`. Only one artifact's names are held as Python strings at a time,
+    so a web-scale manifest given as a table stays in Arrow's compact columns."""
+    rows = _as_table(rows)
+    artifact = rows.column("artifact")
+    has = pc.fill_null(pc.not_equal(artifact, ""), False)
+    numbers = pa.array(np.arange(rows.num_rows, dtype=np.int64))
+    listed = pa.table({"artifact": artifact, "member": rows.column("member"), "id": rows.column("id"),
+                       "row": numbers}).filter(has)
+    listed = listed.sort_by([("artifact", "ascending"), ("member", "ascending")])
+    names = pc.dictionary_encode(listed.column("artifact").combine_chunks())
+    codes = names.indices.to_numpy()
+    cuts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1], True]) if len(codes) else np.zeros(1, np.int64)
+    for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+        part = listed.slice(lo, hi - lo)
+        yield from _artifact_batches(Path(raw_dir) / names.dictionary[codes[lo]].as_py(),
+                                     part.column("member").to_pylist(), part.column("id").to_pylist(),
+                                     part.column("row").to_pylist())
+
+
+def _artifact_batches(path: Path, members: list[str], ids: list[str], numbers: list[int]) -> Iterator[Batch]:
+    """One artifact's batches of the wanted files (`members`, sorted, with their ids and row numbers)."""
+    name, path = path.name.lower(), str(path)
+    if name.endswith(".parquet"):
+        wanted = dict(zip(ids, numbers))
+        f = pq.ParquetFile(path)
+        for g in range(f.num_row_groups):
+            got = f.read_row_group(g, columns=["id"], use_threads=False).column(0).to_pylist()
+            if picked := tuple(i for i in got if i in wanted):
+                yield Batch(path, picked, row_group=g, rows=tuple(wanted[i] for i in picked))
+    elif name.endswith(".zip"):
+        for k in range(0, len(members), BATCH_FILES):
+            yield Batch(path, tuple(ids[k:k + BATCH_FILES]), members=tuple(members[k:k + BATCH_FILES]),
+                        rows=tuple(numbers[k:k + BATCH_FILES]))
+    elif name.endswith(TAR_SUFFIXES):
+        wanted = {m: (i, n) for m, i, n in zip(members, ids, numbers)}
+        picked, blobs, size = [], [], 0
+        with tarfile.open(path, mode="r|*") as tf:
+            for info in tf:
+                if info.name in wanted and info.isfile():
+                    picked.append(wanted[info.name])
+                    blobs.append(tf.extractfile(info).read())
+                    size += len(blobs[-1])
+                    if len(picked) == BATCH_FILES or size >= BATCH_BYTES:
+                        yield Batch(path, tuple(i for i, _ in picked), blobs=tuple(blobs),
+                                    rows=tuple(n for _, n in picked))
+                        picked, blobs, size = [], [], 0
+        if picked:
+            yield Batch(path, tuple(i for i, _ in picked), blobs=tuple(blobs), rows=tuple(n for _, n in picked))
+    else:
+        raise ValueError(f"{path}: unknown artifact type")
 
 
 def read_batch(batch: Batch) -> Iterator[tuple[str, bytes]]:
@@ -96,7 +124,7 @@ def read_batch(batch: Batch) -> Iterator[tuple[str, bytes]]:
         yield from zip(batch.ids, batch.blobs)
 
 
-def iter_bytes(raw_dir: Path, rows: Iterable[dict]) -> Iterator[tuple[str, bytes]]:
+def iter_bytes(raw_dir: Path, rows: Rows) -> Iterator[tuple[str, bytes]]:
     """Yield (id, bytes) for manifest rows that have an artifact, one artifact at a time in name order."""
     for batch in iter_batches(raw_dir, rows):
         yield from read_batch(batch)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import sys
 import tempfile
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from itertools import combinations
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +30,7 @@ from pipeline import params as P
 from pipeline.artifacts import Batch, iter_batches, read_batch
 from pipeline.atomic import atomic_path, write_json
 from pipeline.cli import run_stage
-from pipeline.dedupe import ContentKey, Groups, content_hash_of, song_key
+from pipeline.dedupe import ContentKey, UnionFind, content_hash_of, first_of_each, smallest_member, song_key
 from pipeline.instruments import infer, is_choral
 from pipeline.midi import MidiError, parse
 from pipeline.near_duplicates import NearIndex, NearKey, signatures
@@ -225,13 +226,15 @@ def _crashed(item: tuple[str, bytes]) -> dict:
 
 
 def inspect_batch(batch: Batch, cfg: Config) -> list[dict]:
-    """A worker reads its batch's bytes itself (decompressing them in parallel) and inspects each file."""
-    return [inspect(item, cfg) for item in read_batch(batch)]
+    """A worker reads its batch's bytes itself (decompressing them in parallel) and inspects each file; each
+    result carries its file's number (`file_no`, from the batch's rows)."""
+    return [{**inspect(item, cfg), "file_no": k} for item, k in zip(read_batch(batch), batch.rows, strict=True)]
 
 
 def _crashed_batch(batch: Batch, cfg: Config) -> list[dict]:
     """A batch whose process died: rerun its files one process each, so only the file that kills one is lost."""
-    return list(isolated(partial(inspect, cfg=cfg), read_batch(batch), _crashed))
+    results = isolated(partial(inspect, cfg=cfg), read_batch(batch), _crashed)
+    return [{**res, "file_no": k} for res, k in zip(results, batch.rows, strict=True)]
 
 
 SEQUENCE_COLUMNS = ("tracks", "programs", "is_drum", "families", "inferred", "timing", "off_grid", "instruments",
@@ -240,22 +243,30 @@ SEQUENCE_COLUMNS = ("tracks", "programs", "is_drum", "families", "inferred", "ti
 ROW_COLUMNS = ("id", "source", "artifact", "member", "md5", "title", "composer", "split")  # what prepare reads
 
 
-def load_manifests(sources: list[str]) -> tuple[list[dict], list[dict]]:
-    rows, skipped = [], []
+def load_manifests(sources: list[str]) -> tuple[pa.Table, pa.Table]:
+    """Every source's manifest rows (ROW_COLUMNS) in params source order, by id within a source, kept in Arrow
+    (a file's number in the stage is its row here), and acquire's skips as REJECTS rows."""
+    files, skipped = [], []
+    schema = pa.schema([(c, pa.string()) for c in ROW_COLUMNS])
     for s in sources:
         d = RAW / s
         if not (d / "manifest.parquet").exists():
             raise FileNotFoundError(f"{d}/manifest.parquet is missing: run `dvc repro acquire@{s}` first")
-        table = pq.ParquetFile(d / "manifest.parquet").read(columns=list(ROW_COLUMNS))
-        part = sorted(table.to_pylist(), key=lambda r: r["id"])
-        for r in part:  # one string object per distinct value, not per row: a corpus has few of these
-            for k in ("source", "artifact", "split"):
-                if r[k] is not None:
-                    r[k] = sys.intern(r[k])
-        rows += part
+        files.append(_by_id(pq.ParquetFile(d / "manifest.parquet").read(columns=list(ROW_COLUMNS)).cast(schema)))
         if (d / "skipped.parquet").exists():
-            skipped += pq.ParquetFile(d / "skipped.parquet").read().to_pylist()
-    return rows, skipped
+            t = pq.ParquetFile(d / "skipped.parquet").read()
+            skipped.append(pa.table([t.column(f.name).cast(f.type) if f.name in t.column_names
+                                     else pa.nulls(t.num_rows, f.type) for f in REJECTS], schema=REJECTS))
+    return (pa.concat_tables(files).combine_chunks() if files else schema.empty_table(),
+            pa.concat_tables(skipped) if skipped else REJECTS.empty_table())
+
+
+def _by_id(table: pa.Table) -> pa.Table:
+    """The table sorted by id; as it is when already sorted (acquire writes its manifests so), without a copy."""
+    ids = table.column("id")
+    if table.num_rows < 2 or pc.all(pc.less_equal(ids.slice(0, len(ids) - 1), ids.slice(1))).as_py():
+        return table
+    return table.sort_by("id")
 
 
 def _reject(row: dict, reason: str, message: str, track: int | None = None, duplicate_of: str | None = None,
@@ -264,39 +275,30 @@ def _reject(row: dict, reason: str, message: str, track: int | None = None, dupl
                 reason=reason, message=message, duplicate_of=duplicate_of, notes=notes)
 
 
-def first_of_each(rows: list[dict], key) -> tuple[list[dict], list[tuple[dict, str]]]:
-    """Keep the first row of each non-null key(row) (rows are in params source order, then id); return the
-    kept rows and (duplicate row, id of the kept one) pairs."""
-    first: dict[str, str] = {}
-    kept, dups = [], []
-    for r in rows:
-        k = key(r)
-        if k is not None and k in first:
-            dups.append((r, first[k]))
-        else:
-            if k is not None:
-                first[k] = r["id"]
-            kept.append(r)
-    return kept, dups
+def _rows(files: pa.Table, numbers: np.ndarray, chunk: int = 4_096) -> Iterator[tuple[int, dict]]:
+    """(number, manifest row as a dict) for the given file numbers, converted a chunk at a time."""
+    for lo in range(0, len(numbers), chunk):
+        part = numbers[lo:lo + chunk]
+        yield from zip(part.tolist(), files.take(pa.array(part)).to_pylist())
 
 
 class Spill:
-    """Per-file results parked in a temporary file until dedupe has decided which files they matter for, so the
-    main process holds a few short strings per file however large the corpus."""
+    """Per-file results parked in a temporary file until dedupe has decided which files they matter for; the
+    main process holds 12 bytes a file (where each result lies) however large the corpus."""
 
-    def __init__(self) -> None:
+    def __init__(self, n: int) -> None:
         self._file = tempfile.TemporaryFile()
-        self._at: dict[str, tuple[int, int]] = {}
+        self._offset = np.full(n, -1, np.int64)
+        self._size = np.zeros(n, np.int32)
 
-    def put(self, id_: str, result: dict) -> None:
+    def put(self, file_no: int, result: dict) -> None:
         blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
-        self._at[id_] = (self._file.tell(), len(blob))
+        self._offset[file_no], self._size[file_no] = self._file.tell(), len(blob)
         self._file.write(blob)
 
-    def get(self, id_: str) -> dict:
-        offset, size = self._at[id_]
-        self._file.seek(offset)
-        result = pickle.loads(self._file.read(size))
+    def get(self, file_no: int) -> dict:
+        self._file.seek(int(self._offset[file_no]))
+        result = pickle.loads(self._file.read(int(self._size[file_no])))
         self._file.seek(0, os.SEEK_END)
         return result
 
@@ -316,84 +318,126 @@ class Rows:
             self._tables.append(pa.Table.from_pylist(self._rows, self.schema))
             self._rows = []
 
+    def extend(self, table: pa.Table) -> None:
+        """Rows already in a table of this schema, kept after those appended so far."""
+        self._tables += [pa.Table.from_pylist(self._rows, self.schema), table]
+        self._rows = []
+
     def table(self) -> pa.Table:
         return pa.concat_tables(self._tables + [pa.Table.from_pylist(self._rows, self.schema)])
 
 
-def _inspect_all(p: P.Params, cfg: Config, unique: list[dict], spill: Spill,
-                 near: NearIndex | None) -> tuple[dict[str, str | None], np.ndarray]:
-    """Parse every file in the pool; park each result in `spill` and its parts' near-duplicate signatures in
-    `near` (numbered by the file's place in `unique`); return each file's content hash, and by file number
-    whether the file yields a sequence (bool, (len(unique),))."""
+@dataclass
+class Parsed:
+    """What the main process keeps of each parsed file, by file number ((n,) arrays over the manifest's rows)."""
+    content_hash: np.ndarray  # S20: the sha1 digest of dedupe.content_hash_of (numpy drops trailing zero bytes
+    #                           when it hands one out: pad it back to 20)
+    hashed: np.ndarray        # bool: the file was parsed and has notes (content_hash is set)
+    usable: np.ndarray        # bool: the file yields at least one sequence
+
+
+def _inspect_all(p: P.Params, cfg: Config, files: pa.Table, parse_these: np.ndarray, spill: Spill,
+                 near: NearIndex | None) -> Parsed:
+    """Parse the files where `parse_these` ((n,) bool) in the pool; park each result in `spill` and its parts'
+    near-duplicate signatures in `near`, both by file number."""
+    n = files.num_rows
+    out = Parsed(np.zeros(n, "S20"), np.zeros(n, bool), np.zeros(n, bool))
+    where = files.select(["id", "artifact", "member"])
+
     def batches():
         for source in p.data.sources:
-            yield from iter_batches(RAW / source, (r for r in unique if r["source"] == source))
+            mine = parse_these & pc.equal(files.column("source"), source).to_numpy(zero_copy_only=False)
+            numbers = np.flatnonzero(mine)
+            for b in iter_batches(RAW / source, where.filter(pa.array(mine))):
+                yield replace(b, rows=tuple(numbers[list(b.rows)].tolist()))
 
-    hashes = {}
-    number = {r["id"]: k for k, r in enumerate(unique)}
-    usable = np.zeros(len(unique), bool)
     work = imap(partial(inspect_batch, cfg=cfg), batches(), n_workers(p.prepare.workers), chunk=1,
                 on_crash=partial(_crashed_batch, cfg=cfg))
-    with tqdm(total=len(unique), desc="prepare", unit="file", mininterval=1) as bar:
+    with tqdm(total=int(parse_these.sum()), desc="prepare", unit="file", mininterval=1) as bar:
         for batch_results in work:
             for res in batch_results:
-                hashes[res["id"]] = res.pop("content_hash", None)
+                k = res.pop("file_no")
+                digest = res.pop("content_hash", None)
+                if digest is not None:
+                    out.content_hash[k], out.hashed[k] = bytes.fromhex(digest), True
                 sigs = res.pop("near", None)
                 if near is not None and sigs is not None:
-                    near.add(number[res["id"]], sigs)
-                usable[number[res["id"]]] = "reason" not in res and any("reason" not in s for s in res["sequences"])
-                spill.put(res["id"], res)
+                    near.add(k, sigs)
+                out.usable[k] = "reason" not in res and any("reason" not in s for s in res["sequences"])
+                spill.put(k, res)
             bar.update(len(batch_results))
-    return hashes, usable
+    return out
 
 
 @dataclass
 class NearResult:
-    """The near-duplicate level's decisions over the files kept after the content level."""
-    pairs: pa.Table                               # NEAR: every pair that joined (a < b by id), sorted by id
-    closest: dict[str, tuple[str, float]]         # file -> (its most similar partner, similarity)
-    dropped: list[tuple[dict, str, float]]        # (row, kept file it copies, similarity), by dedupe.near.drop_above
-    parts: int = 0                                # parts indexed
-    crowded: int = 0                              # band values skipped as shared by too many parts
+    """The near-duplicate level's decisions over the files kept after the content level, by file number."""
+    pairs: pa.Table           # NEAR: every pair that joined (a < b by id), sorted by id
+    a: np.ndarray             # (m,) the pairs' file numbers...
+    b: np.ndarray             # ...(m,)
+    closest: np.ndarray       # (n,) int64: each file's most similar partner, -1 where it has none
+    similarity: np.ndarray    # (n,) float64: that estimated Jaccard similarity, nan where none
+    dropped: np.ndarray       # (d,) int64: files dropped by dedupe.near.drop_above...
+    copies: np.ndarray        # (d,) int64: ...the kept file each copies...
+    dropped_similarity: np.ndarray  # (d,) float64: ...and how similar they are
+    parts: int = 0            # parts indexed
+    crowded: int = 0          # band values skipped as shared by too many parts
 
 
-NO_NEAR = NearResult(NEAR.empty_table(), {}, [])
+def no_near(n: int) -> NearResult:
+    """The result when the near-duplicate level is off: no pairs, nothing dropped."""
+    none = np.empty(0, np.int64)
+    return NearResult(NEAR.empty_table(), none, none, np.full(n, -1, np.int64), np.full(n, np.nan), none, none,
+                      np.empty(0))
 
 
-def near_duplicates(index: NearIndex, unique: list[dict], kept_rows: list[dict], usable: np.ndarray,
+def near_duplicates(index: NearIndex, ids: pa.Array, rank: np.ndarray, live: np.ndarray,
                     drop_above: float) -> NearResult:
-    """Join and (above `drop_above`, when > 0) drop near-duplicates among the files of `kept_rows` (those the
-    content level kept) that yield a sequence (`usable`, by place in `unique`): a file rejected for another
-    reason neither joins a group here nor causes a drop. A file is dropped when it is at least `drop_above`
-    similar to a file before it (params source order, then id) that is itself kept."""
-    kept_ids = {r["id"] for r in kept_rows}
-    live = usable & np.array([r["id"] in kept_ids for r in unique], bool)
-    a, b, sim, crowded = index.pairs(live)  # a < b in `unique`'s order
-    dropped, gone = [], set()
+    """Join and (above `drop_above`, when > 0) drop near-duplicates among the `live` files ((n,) bool: those the
+    content level kept that yield a sequence): a file rejected for another reason neither joins a group here
+    nor causes a drop. A file is dropped when it is at least `drop_above` similar to a file before it (params
+    source order, then id) that is itself kept. `ids`: (n,) the files' ids; `rank`: (n,) each id's place in id
+    order."""
+    a, b, sim, crowded = index.pairs(live)  # a < b in file number
+    out = no_near(len(rank))
     if drop_above:
+        gone, dropped = set(), []
         strong = sim >= drop_above
         for i, j, x in sorted(zip(a[strong].tolist(), b[strong].tolist(), sim[strong].tolist()),
                               key=lambda t: (t[1], -t[2], t[0])):
             if i not in gone and j not in gone:
                 gone.add(j)
-                dropped.append((unique[j], unique[i]["id"], x))
-    ids = np.array([r["id"] for r in unique], dtype=object)
-    rank = np.empty(len(ids), np.int64)
-    rank[np.argsort(ids, kind="stable")] = np.arange(len(ids))  # each id's place in id order
+                dropped.append((j, i, x))
+        if dropped:
+            out.dropped, out.copies, out.dropped_similarity = (np.array(c) for c in zip(*dropped))
     lo = np.where(rank[a] < rank[b], a, b)
     hi = a + b - lo
     order = np.lexsort((rank[hi], rank[lo]))
     lo, hi, sim = lo[order], hi[order], sim[order]
-    pairs = pa.table([pa.array(ids[lo], pa.string()), pa.array(ids[hi], pa.string()), pa.array(sim)],
-                     schema=NEAR)
+    out.pairs = pa.table([ids.take(pa.array(lo)), ids.take(pa.array(hi)), pa.array(sim)], schema=NEAR)
+    out.a, out.b = lo, hi
     # each file's closest partner: the most similar, ties to the smallest id
     me, other, x = np.concatenate([lo, hi]), np.concatenate([hi, lo]), np.concatenate([sim, sim])
     order = np.lexsort((rank[other], -x, me))
     me, other, x = me[order], other[order], x[order]
     first = np.ones(len(me), bool)
     first[1:] = me[1:] != me[:-1]
-    closest = {ids[m]: (ids[o], s) for m, o, s in zip(me[first].tolist(), other[first].tolist(), x[first].tolist())}
-    return NearResult(pairs, closest, dropped, index.parts, crowded)
+    out.closest[me[first]], out.similarity[me[first]] = other[first], x[first]
+    out.parts, out.crowded = index.parts, crowded
+    return out
+
+
+def song_keys(files: pa.Table, by_title: bool, chunk: int = 4_096) -> pa.DictionaryArray:
+    """Each file's same-song key (dedupe.song_key of its composer and title; null without a title, or all null
+    when dedupe.by_title is off), dictionary-encoded: (n,) int32 codes into the distinct keys."""
+    if not by_title:
+        return pa.nulls(files.num_rows, pa.string()).dictionary_encode()
+    keys = []
+    for lo in range(0, files.num_rows, chunk):
+        part = files.select(["composer", "title"]).slice(lo, chunk)
+        keys.append(pa.array([song_key(c, t) for c, t in zip(part.column(0).to_pylist(),
+                                                              part.column(1).to_pylist())], pa.string()))
+    return pa.chunked_array(keys, pa.string()).combine_chunks().dictionary_encode()
 
 
 class NoteAccounts:
@@ -416,95 +460,93 @@ class NoteAccounts:
                                "as dropped")
 
     def report(self, rejects: pa.Table) -> dict:
-        notes = rejects.column("notes").to_pylist()
-        dropped = Counter()
-        for reason, n in zip(rejects.column("reason").to_pylist(), notes):
-            if n:
-                dropped[reason] += n
-        return {"notes_in": self.notes_in, "dropped": dict(sorted(dropped.items())),
+        dropped = rejects.filter(pc.fill_null(pc.greater(rejects.column("notes"), 0), False))
+        totals = dropped.group_by("reason").aggregate([("notes", "sum")]).to_pylist()
+        return {"notes_in": self.notes_in, "dropped": {t["reason"]: t["notes_sum"] for t in
+                                                      sorted(totals, key=lambda t: t["reason"])},
                 "recovered_without_note_off": self.recovered,
                 "ignored_events": dict(sorted(self.ignored.items()))}
 
 
-def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
-    """The stage's work: (selected, rejects, near-duplicate pairs, report), as main writes them."""
-    cfg = Config.from_params(p)
-    smf.warm()  # the C event reader built (or loaded) here, once, not by each worker under its file's time guard
-    rows, acquire_skips = load_manifests(p.data.sources)
-    selected, rejects = Rows(SELECTED), Rows(REJECTS)
-    for s in acquire_skips:
-        rejects.append(dict(s, track=None, duplicate_of=None, notes=None))
-    for r in rows:
-        if not r["artifact"]:
-            rejects.append(_reject(r, "not_downloaded", "known by its metadata only: the source did not allow the "
-                                                        "download"))
-    groups = Groups()
-    for r in rows:
-        groups.add(r["id"])
-    unique, dups = first_of_each([r for r in rows if r["artifact"]], lambda r: r["md5"])
-    for r, kept in dups:
-        rejects.append(_reject(r, "duplicate_md5", f"byte-identical to {kept}", duplicate_of=kept))
-        groups.union(r["id"], kept)
+def _encode(column: pa.ChunkedArray | pa.Array) -> pa.DictionaryArray:
+    """A column as one dictionary-encoded array: (n,) int32 codes into its distinct values."""
+    return pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
 
-    spill = Spill()
+
+def _null_codes(keys: pa.DictionaryArray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, valid): a dictionary array's indices as (n,) int64 (0 where null) and where they are set."""
+    valid = keys.is_valid().to_numpy(zero_copy_only=False)
+    return pc.fill_null(keys.indices, 0).to_numpy().astype(np.int64), valid
+
+
+def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
+    """The stage's work: (selected, rejects, near-duplicate pairs, report), as main writes them.
+
+    The bookkeeping is by file number (a file's row in the manifests) in numpy arrays and Arrow columns, so the
+    main process holds tens of bytes a file, not Python objects: a web-scale corpus prepares in flat memory."""
+    cfg = Config.from_params(p)
+    # Arrow's default allocator (mimalloc) keeps the pages of every large temporary it frees, so the stage's peak
+    # grew with the corpus; the system allocator hands them back (benchmarks/prepare_speed.py, docs/benchmarks.md)
+    pa.set_memory_pool(pa.system_memory_pool())
+    smf.warm()  # the C event reader built (or loaded) here, once, not by each worker under its file's time guard
+    files, skipped = load_manifests(p.data.sources)
+    n = files.num_rows
+    ids = files.column("id")
+    rank = np.empty(n, np.int64)
+    rank[pc.sort_indices(ids).to_numpy()] = np.arange(n)  # each id's place in id order: groups take the least
+    selected, rejects = Rows(SELECTED), Rows(REJECTS)
+    rejects.extend(skipped)
+    has = pc.fill_null(pc.not_equal(files.column("artifact"), ""), False).to_numpy(zero_copy_only=False)
+    for _, r in _rows(files, np.flatnonzero(~has)):
+        rejects.append(_reject(r, "not_downloaded", "known by its metadata only: the source did not allow the "
+                                                    "download"))
+    groups = UnionFind(n)
+    md5, md5_valid = _null_codes(_encode(files.column("md5")))
+    first = first_of_each(md5, has & md5_valid)
+    copy = np.flatnonzero((first >= 0) & (first != np.arange(n)))
+    for (_, r), kept in zip(_rows(files, copy), ids.take(pa.array(first[copy], pa.int64())).to_pylist()):
+        rejects.append(_reject(r, "duplicate_md5", f"byte-identical to {kept}", duplicate_of=kept))
+    groups.union_pairs(copy, first[copy])
+    parse_these = has.copy()
+    parse_these[copy] = False
+
+    spill = Spill(n)
     index = NearIndex(cfg.near) if cfg.near else None
     accounts = NoteAccounts()
     try:
-        hashes, usable = _inspect_all(p, cfg, unique, spill, index)
+        parsed = _inspect_all(p, cfg, files, parse_these, spill, index)
+        kept = parse_these.copy()
+        content = np.full(n, -1, np.int64)  # the kept file each same-music copy repeats
         if p.dedupe.content:
-            kept_rows, content_dups = first_of_each(unique, lambda r: hashes[r["id"]])
-        else:
-            kept_rows, content_dups = unique, []
-        near = near_duplicates(index, unique, kept_rows, usable, p.dedupe.near.drop_above) if index else NO_NEAR
-        copies = [(r, kept, "duplicate_content", f"the same music as {kept}") for r, kept in content_dups]
-        copies += [(r, kept, "near_duplicate", f"a near-copy of {kept} (estimated Jaccard {x:.3f} of their most "
-                                               f"similar parts, dedupe.near.drop_above={p.dedupe.near.drop_above:g})")
-                   for r, kept, x in near.dropped]
-        for r, kept, reason, message in copies:
-            res = spill.get(r["id"])
-            accounts.add(res)
-            rejects.append(_reject(r, reason, message, duplicate_of=kept, notes=res.get("notes_in")))
-            accounts.check(r["id"], res.get("notes_in"), 0, res.get("notes_in"))
-        near_gone = {r["id"] for r, _, _ in near.dropped}
-        kept_rows = [r for r in kept_rows if r["id"] not in near_gone]
-        groups.join_by(hashes)  # same music joins a group, dropped or not
-        for a, b in zip(near.pairs.column("a").to_pylist(), near.pairs.column("b").to_pylist()):
-            groups.union(a, b)
-        songs = {r["id"]: song_key(r["composer"], r["title"]) if p.dedupe.by_title else None for r in rows}
-        groups.join_by(songs)
+            content = first_of_each(parsed.content_hash, parsed.hashed)
+            content[content == np.arange(n)] = -1
+            kept[content >= 0] = False
+        near = (near_duplicates(index, ids, rank, kept & parsed.usable, p.dedupe.near.drop_above) if index
+                else no_near(n))
+        kept[near.dropped] = False
+        dup = np.flatnonzero(content >= 0)
+        _reject_copies(files, dup, content[dup], ["the same music as {}"] * len(dup), "duplicate_content", spill,
+                       rejects, accounts)
+        _reject_copies(files, near.dropped, near.copies,
+                       [f"a near-copy of {{}} (estimated Jaccard {x:.3f} of their most similar parts, "
+                        f"dedupe.near.drop_above={p.dedupe.near.drop_above:g})"
+                        for x in near.dropped_similarity.tolist()], "near_duplicate", spill, rejects, accounts)
+        groups.join_by(parsed.content_hash, parsed.hashed)  # same music joins a group, dropped or not
+        groups.union_pairs(near.a, near.b)
+        songs = song_keys(files, p.dedupe.by_title)
+        groups.join_by(*_null_codes(songs))
+        group_of = smallest_member(groups.labels(), rank)  # a group is named by its smallest id
 
-        for r in kept_rows:
-            res = spill.get(r["id"])
-            accounts.add(res)
-            kept_notes = dropped_notes = 0
-            for d in res.get("dropped", []):
-                rejects.append(_reject(r, d["reason"], d["message"], track=d["track"], notes=d["notes"]))
-                dropped_notes += d["notes"]
-            if "reason" in res:
-                # the file's notes that no track row above accounts for: all of them, or its selection's
-                lost = res.get("notes_in", 0) - dropped_notes if "notes_in" in res else None
-                rejects.append(_reject(r, res["reason"], res["message"], notes=lost))
-                accounts.check(r["id"], res.get("notes_in"), 0, dropped_notes + (lost or 0))
-                continue
-            closest = near.closest.get(r["id"], (None, None))
-            for s in res["sequences"]:
-                if "reason" in s:
-                    rejects.append(_reject(r, s["reason"], s["message"], track=s["track"], notes=s["n_notes"]))
-                    dropped_notes += s["n_notes"]
-                    continue
-                kept_notes += s["n_notes"]
-                selected.append(dict(
-                    id=r["id"] if s["track"] is None else f"{r['id']}#{s['track']}", file=r["id"],
-                    source=r["source"], artifact=r["artifact"], member=r["member"], md5=r["md5"],
-                    content_hash=hashes[r["id"]], song=songs[r["id"]], group=groups.find(r["id"]),
-                    title=r["title"], composer=r["composer"], split=r["split"],
-                    near_duplicate_of=closest[0], near_similarity=closest[1],
-                    **{k: s[k] for k in SEQUENCE_COLUMNS},
-                ))
-            if not any("reason" not in s for s in res["sequences"]):
-                rejects.append(_reject(r, "no_sequence_left", "every selected track failed a quality filter",
-                                       notes=0))
-            accounts.check(r["id"], res["notes_in"], kept_notes, dropped_notes)
+        numbers = np.flatnonzero(kept)
+        for lo in range(0, len(numbers), 4_096):
+            part = numbers[lo:lo + 4_096]
+            group_ids = ids.take(pa.array(group_of[part])).to_pylist()
+            closest = ids.take(pa.array(np.maximum(near.closest[part], 0))).to_pylist()
+            for (k, r), group, near_of in zip(_rows(files, part), group_ids, closest):
+                _select(r, spill.get(k), cfg, group, parsed.content_hash[k].ljust(20, b"\0").hex(),
+                        song_key(r["composer"], r["title"]) if p.dedupe.by_title else None,
+                        (near_of, float(near.similarity[k])) if near.closest[k] >= 0 else (None, None),
+                        selected, rejects, accounts)
     finally:
         spill.close()
         if index:
@@ -515,39 +557,95 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
                       "reason": rejects_t.column("reason")})
     rejects_t = rejects_t.take(pc.sort_indices(order, [("id", "ascending"), ("track", "ascending"),
                                                        ("reason", "ascending")]))
-    report = summarize(Counter(r["source"] for r in rows), selected_t, rejects_t)
-    report["dedupe"] = dedupe_report(rows, report["by_reason"], groups, songs, near)
+    report = summarize(_counts(files.column("source")), selected_t, rejects_t)
+    report["dedupe"] = dedupe_report(files.column("source"), group_of, songs, report["by_reason"], near)
     report["filters"] = filter_report(p.filter, report["by_reason"])
     report["note_accounting"] = accounts.report(rejects_t)
     return selected_t, rejects_t, near.pairs, report
 
 
+def _reject_copies(files: pa.Table, copies: np.ndarray, originals: np.ndarray, messages: list[str], reason: str,
+                   spill: Spill, rejects: Rows, accounts: NoteAccounts, chunk: int = 4_096) -> None:
+    """Reject rows for files dropped as copies ((m,) file numbers) of kept ones ((m,) file numbers), each with its
+    message (a format with {} for the kept file's id) and all its notes, a chunk at a time."""
+    ids = files.column("id")
+    for lo in range(0, len(copies), chunk):
+        kept = ids.take(pa.array(originals[lo:lo + chunk], pa.int64())).to_pylist()
+        for (k, r), original, message in zip(_rows(files, copies[lo:lo + chunk]), kept, messages[lo:lo + chunk]):
+            res = spill.get(k)
+            accounts.add(res)
+            rejects.append(_reject(r, reason, message.format(original), duplicate_of=original,
+                                   notes=res.get("notes_in")))
+            accounts.check(r["id"], res.get("notes_in"), 0, res.get("notes_in"))
+
+
+def _select(r: dict, res: dict, cfg: Config, group: str, content_hash: str, song: str | None,
+            closest: tuple[str | None, float | None], selected: Rows, rejects: Rows, accounts: NoteAccounts) -> None:
+    """A kept file's selected sequences and its rejected tracks and sequences, its notes accounted for."""
+    accounts.add(res)
+    kept_notes = dropped_notes = 0
+    for d in res.get("dropped", []):
+        rejects.append(_reject(r, d["reason"], d["message"], track=d["track"], notes=d["notes"]))
+        dropped_notes += d["notes"]
+    if "reason" in res:
+        # the file's notes that no track row above accounts for: all of them, or its selection's
+        lost = res.get("notes_in", 0) - dropped_notes if "notes_in" in res else None
+        rejects.append(_reject(r, res["reason"], res["message"], notes=lost))
+        accounts.check(r["id"], res.get("notes_in"), 0, dropped_notes + (lost or 0))
+        return
+    for s in res["sequences"]:
+        if "reason" in s:
+            rejects.append(_reject(r, s["reason"], s["message"], track=s["track"], notes=s["n_notes"]))
+            dropped_notes += s["n_notes"]
+            continue
+        kept_notes += s["n_notes"]
+        selected.append(dict(
+            id=r["id"] if s["track"] is None else f"{r['id']}#{s['track']}", file=r["id"],
+            source=r["source"], artifact=r["artifact"], member=r["member"], md5=r["md5"],
+            content_hash=content_hash, song=song, group=group,
+            title=r["title"], composer=r["composer"], split=r["split"],
+            near_duplicate_of=closest[0], near_similarity=closest[1],
+            **{k: s[k] for k in SEQUENCE_COLUMNS},
+        ))
+    if not any("reason" not in s for s in res["sequences"]):
+        rejects.append(_reject(r, "no_sequence_left", "every selected track failed a quality filter", notes=0))
+    accounts.check(r["id"], res["notes_in"], kept_notes, dropped_notes)
+
+
+def _counts(column: pa.ChunkedArray | pa.Array) -> Counter:
+    """Rows per value of a column."""
+    return Counter({c["values"]: c["counts"] for c in pc.value_counts(column).to_pylist()})
+
+
 def summarize(acquired: Counter, selected: pa.Table, rejects: pa.Table) -> dict:
-    """The report, from the tables' columns (a few at a time, not as rows)."""
-    sel_source, sel_file = selected.column("source").to_pylist(), selected.column("file").to_pylist()
-    rej_source, rej_reason = rejects.column("source").to_pylist(), rejects.column("reason").to_pylist()
-    file_level = rejects.column("track").is_null().to_pylist()
-    files_by_source = Counter(src for src, _ in set(zip(sel_source, sel_file)))
+    """The report, from the tables' columns with Arrow's group-bys (no row becomes a Python object)."""
+    rejects = rejects.select(["source", "reason", "track", "id"])  # the columns counted: filters copy only these
+    file_level = rejects.filter(pc.is_null(rejects.column("track")))
+    files = (selected.select(["source", "file", "id"]).group_by("source")
+             .aggregate([("file", "count_distinct"), ("id", "count")]).to_pylist())
+    files = {f["source"]: f for f in files}
+    reasons = file_level.group_by(["source", "reason"]).aggregate([("id", "count")]).to_pylist()
     by_source = {}
-    for s in sorted(set(acquired) | set(rej_source)):
+    for s in sorted(set(acquired) | set(pc.unique(rejects.column("source")).to_pylist())):
         by_source[s] = {
             "acquired": acquired[s],
-            "files_selected": files_by_source[s],
-            "sequences": sel_source.count(s),
-            "by_reason": dict(sorted(Counter(reason for src, reason, f in zip(rej_source, rej_reason, file_level)
-                                             if f and src == s).items())),
+            "files_selected": files.get(s, {}).get("file_count_distinct", 0),
+            "sequences": files.get(s, {}).get("id_count", 0),
+            "by_reason": dict(sorted((r["reason"], r["id_count"]) for r in reasons if r["source"] == s)),
         }
-    group_sizes = Counter(selected.column("group").to_pylist())
-    flat = lambda col: (x for xs in selected.column(col).to_pylist() for x in xs)  # noqa: E731
+    group_sizes = pc.value_counts(selected.column("group")).field("counts").to_numpy()
+    flat = lambda col: _counts(pc.list_flatten(selected.column(col)))  # noqa: E731
     return {
-        "files": {"acquired": sum(acquired.values()), "selected": len(set(sel_file)), "rejected": sum(file_level)},
+        "files": {"acquired": sum(acquired.values()),
+                  "selected": pc.count_distinct(selected.column("file")).as_py(),
+                  "rejected": file_level.num_rows},
         "sequences": selected.num_rows,
-        "notes": sum(selected.column("n_notes").to_pylist()),
-        "groups": {"total": len(group_sizes), "with_several_sequences": sum(n > 1 for n in group_sizes.values())},
+        "notes": pc.sum(selected.column("n_notes")).as_py() or 0,
+        "groups": {"total": len(group_sizes), "with_several_sequences": int((group_sizes > 1).sum())},
         "by_source": by_source,
-        "by_reason": dict(sorted(Counter(rej_reason).items())),
-        "tracks_by_family": dict(sorted(Counter(flat("families")).items())),
-        "tracks_inferred_by": dict(sorted(Counter(flat("inferred")).items())),
+        "by_reason": dict(sorted(_counts(rejects.column("reason")).items())),
+        "tracks_by_family": dict(sorted(flat("families").items())),
+        "tracks_inferred_by": dict(sorted(flat("inferred").items())),
     }
 
 
@@ -563,27 +661,36 @@ def filter_report(f: P.FilterParams, reasons: dict[str, int]) -> dict:
     return {k: {"value": getattr(f, k), "rejected": reasons.get(reason, 0)} for k, reason in FILTER_REASONS.items()}
 
 
-def dedupe_report(rows: list[dict], reasons: dict[str, int], groups: Groups, songs: dict[str, str | None],
-                  near: NearResult) -> dict:
+def dedupe_report(sources: pa.ChunkedArray | pa.Array, group_of: np.ndarray, songs: pa.DictionaryArray,
+                  reasons: dict[str, int], near: NearResult) -> dict:
     """Per dedupe level, what it dropped and joined (`reasons`: reject rows by reason); and for every pair of
-    sources, the groups holding files of both (how much two corpora overlap)."""
-    titled = Counter(k for k in songs.values() if k is not None)
-    by_group: dict[str, set[str]] = {}
-    for r in rows:
-        by_group.setdefault(groups.find(r["id"]), set()).add(r["source"])
-    across = Counter(f"{a}+{b}" for srcs in by_group.values() for a, b in combinations(sorted(srcs), 2))
+    sources, the groups holding files of both (how much two corpora overlap). `sources`, `group_of` (each file's
+    group, as the number of the file that names it) and `songs` (same-song keys): (n,) by file number."""
+    encoded = _encode(sources)
+    names, codes = encoded.dictionary.to_pylist(), encoded.indices.to_numpy().astype(np.int64)
+    pairs = np.unique(group_of.astype(np.int64) * max(len(names), 1) + codes)  # each (group, source) once
+    group, source = pairs // max(len(names), 1), pairs % max(len(names), 1)
+    across: Counter = Counter()
+    several = np.flatnonzero(np.r_[group[1:] == group[:-1], False] | np.r_[False, group[1:] == group[:-1]])
+    for g in np.unique(group[several]).tolist():
+        srcs = sorted(names[s] for s in source[group == g].tolist())
+        across.update(f"{a}+{b}" for a, b in combinations(srcs, 2))
+    code, valid = _null_codes(songs)
+    per_song = np.bincount(code[valid]) if valid.any() else np.zeros(0, np.int64)
     return {
         "md5": {"dropped": reasons.get("duplicate_md5", 0)},
         "content": {"dropped": reasons.get("duplicate_content", 0)},
-        "near": {"pairs": near.pairs.num_rows, "files_in_pairs": len(near.closest), "dropped": len(near.dropped),
-                 "parts_indexed": near.parts, "crowded_band_values_skipped": near.crowded},
-        "title": {"files_sharing_a_song": sum(n for n in titled.values() if n > 1)},
+        "near": {"pairs": near.pairs.num_rows, "files_in_pairs": int((near.closest >= 0).sum()),
+                 "dropped": len(near.dropped), "parts_indexed": near.parts,
+                 "crowded_band_values_skipped": near.crowded},
+        "title": {"files_sharing_a_song": int(per_song[per_song > 1].sum())},
         "groups_across_sources": dict(sorted(across.items())),
     }
 
 
 def main() -> None:
     p = P.load()
+    began = time.perf_counter()
     selected, rejects, near, report = run(p)
     if selected.num_rows == 0:
         raise SystemExit(f"prepare: no sequence survived ({rejects.num_rows} rejects, reasons "
@@ -597,7 +704,8 @@ def main() -> None:
     f = report["files"]
     print(f"prepare: kept {report['sequences']} sequences from {f['selected']} of {f['acquired']} files "
           f"({report['notes']} notes, {report['groups']['total']} groups); rejected {f['rejected']} files; "
-          f"reasons {report['by_reason']}")
+          f"reasons {report['by_reason']}; {report['dedupe']['near']['pairs']} near-duplicate pairs; in "
+          f"{time.perf_counter() - began:.0f} s -> {PREPARED}, {PREPARE_REPORT}")
 
 
 if __name__ == "__main__":

@@ -137,7 +137,8 @@ def _invalid_event(byte: int) -> MidiError:
 
 def warm() -> None:
     """Build or load the C event reader now (a no-op where it is off or cannot be had): a process that forks
-    workers calls this first, so they inherit it instead of each building it inside its first file's work."""
+    workers calls this first, so they inherit it instead of each building it inside its first file's work. (The
+    near-duplicate signatures' library is loaded by NearIndex, which prepare makes before its pool.)"""
     if smf_native.enabled():
         smf_native.library()
 

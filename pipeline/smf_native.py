@@ -1,12 +1,5 @@
-"""The event pass of pipeline.smf.read in compiled C (smf_events.c), built at first use and loaded with ctypes.
-
-The build: the system C compiler ($CC, else `cc`), `-O2 -shared -fPIC -std=c99`, once per machine, into
-$XDG_CACHE_HOME/midi-pipeline/ (~/.cache/midi-pipeline/ where that is unset), the library named by a digest of
-the C source text, the compiler command, the flags and the platform: an edit of the source builds anew, and
-copies of the repository share one build. The compiler writes to a temporary name in that folder, renamed into
-place only once complete, so processes building at once (prepare's worker pool) and a process killed mid-build
-never leave a half-written library under the real name (a killed build leaves at most its temporary file); a
-library that fails to load is built again.
+"""The event pass of pipeline.smf.read in compiled C (smf_events.c), built at first use by pipeline/native.py and
+loaded with ctypes (`-O2 -shared -fPIC -std=c99`).
 
 The fallback: `scan` returns None, and smf.read runs its Python loop (the reference, same results), where
 PIPELINE_SMF_NATIVE=0, where the library cannot be had (no compiler, a failed build: one warning per process),
@@ -15,22 +8,16 @@ and for a file whose ticks pass int64 (the Python loop's ticks are exact integer
 from __future__ import annotations
 
 import ctypes
-import functools
-import hashlib
-import os
-import shlex
-import subprocess
-import sysconfig
-import tempfile
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from pipeline import native
+from pipeline.native import Native
+
 SOURCE = Path(__file__).with_name("smf_events.c")
 FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99")
-BUILD_TIMEOUT_S = 120
 
 # smf_events.c's tables (rows of this many int64 values each, in this order in the arena) and results
 WIDTHS = (6, 4, 4, 2, 3, 2, 3)  # notes, programs, pedals, tempos, sigs, names, pending note-ons (scratch)
@@ -52,76 +39,20 @@ class Scan(NamedTuple):
     bad_byte: int | None  # the data byte found where a status byte is needed (the file is invalid), else None
 
 
-def compiler() -> list[str]:
-    """The C compiler command: $CC (which may carry words, e.g. 'ccache gcc'), else cc."""
-    return shlex.split(os.environ.get("CC") or "cc")
+_P, _I64 = ctypes.c_void_p, ctypes.c_int64
+SMF_EVENTS = Native(SOURCE, "smf_events", FLAGS, (_P, _I64, _I64, _P, _P, _P), "pipeline.smf_native",
+                    "the C event reader", "smf.read runs its Python loop, same results, about seven times slower",
+                    "PIPELINE_SMF_NATIVE")
 
 
-def cache_folder() -> Path:
-    """$XDG_CACHE_HOME/midi-pipeline, else ~/.cache/midi-pipeline: per user, shared by every checkout."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "midi-pipeline"
-
-
-def library_path(source: str, cc: list[str]) -> Path:
-    """Where the library built from `source` with `cc` lives: named by a digest of the source text, the compiler
-    command, the flags and the platform (not of the source's path: copies of the repository share it)."""
-    parts = [source, *cc, *FLAGS, sysconfig.get_platform()]
-    digest = hashlib.sha1("\0".join(parts).encode()).hexdigest()[:16]
-    return cache_folder() / f"smf_events_{digest}.so"
-
-
-def build(source: str, cc: list[str], target: Path) -> None:
-    """Compile `source` (the C text itself, through stdin: the library is that text's, whatever the file holds by
-    then) to `target`, atomically. Raises OSError (no compiler), CalledProcessError, TimeoutExpired."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        subprocess.run([*cc, *FLAGS, "-o", tmp, "-x", "c", "-"], input=source, text=True, capture_output=True,
-                       check=True, timeout=BUILD_TIMEOUT_S)
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _load(path: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(path))
-    f = lib.smf_events
-    f.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                  ctypes.c_void_p]
-    f.restype = ctypes.c_int
-    return lib
-
-
-@functools.cache
 def library() -> ctypes.CDLL | None:
-    """The loaded library, built first where needed; None, with a warning, where it cannot be built or loaded.
-    Once per process."""
-    try:
-        source = SOURCE.read_text()
-        cc = compiler()
-        path = library_path(source, cc)
-        if path.is_file():
-            try:
-                return _load(path)
-            except (OSError, AttributeError):  # damaged, or not ours (no smf_events): built again below
-                pass
-        build(source, cc, path)
-        return _load(path)
-    # what a missing compiler, a failed build or an unloadable library raise; anything else (prepare's time
-    # guard, an interrupt) propagates, and the next call tries again
-    except (OSError, subprocess.SubprocessError, AttributeError) as e:
-        detail = getattr(e, "stderr", None) or str(e)
-        warnings.warn(f"pipeline.smf_native: the C event reader is unavailable ({type(e).__name__}: "
-                      f"{str(detail).strip()[:300]}); smf.read runs its Python loop, same results, about "
-                      "seven times slower", stacklevel=2)
-        return None
+    """The event reader (smf_events.c), as native.load gives it."""
+    return native.load(SMF_EVENTS)
 
 
 def enabled() -> bool:
     """False where PIPELINE_SMF_NATIVE=0: smf.read then runs its Python loop."""
-    return os.environ.get("PIPELINE_SMF_NATIVE", "1") != "0"
+    return native.enabled(SMF_EVENTS)
 
 
 def capacities(n: int) -> np.ndarray:

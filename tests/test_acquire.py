@@ -105,6 +105,7 @@ def test_batches_name_where_files_lie_and_read_back_exactly_the_wanted_ones(tmp_
         got = [pair for b in batches for pair in read_batch(b)]
         assert got == [(f"local/{m}", blobs[m]) for m in wanted], artifact
         assert all(len(b) <= BATCH_FILES for b in batches)
+        assert all(rows[n]["id"] == i for b in batches for i, n in zip(b.ids, b.rows, strict=True))
         if artifact.endswith("parquet"):
             assert [b.row_group for b in batches] == [0, 1]  # the third row group holds nothing wanted
             assert not any(b.blobs for b in batches)

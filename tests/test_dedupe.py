@@ -1,8 +1,17 @@
+import numpy as np
 import pytest
 from symusic import Score, Tempo
 
 from pipeline import smf
-from pipeline.dedupe import ContentKey, Groups, content_hash_of, normalize, song_key, title_from_filename
+from pipeline.dedupe import (
+    ContentKey,
+    UnionFind,
+    content_hash_of,
+    normalize,
+    smallest_member,
+    song_key,
+    title_from_filename,
+)
 from pipeline.instruments import infer
 from pipeline.split import assign
 
@@ -81,18 +90,43 @@ def test_titles_and_song_keys():
 
 
 def test_groups_are_named_by_their_smallest_member_whatever_the_order():
-    a, b = Groups(), Groups()
-    for g, pairs in ((a, [("z", "y"), ("y", "b")]), (b, [("b", "y"), ("z", "b")])):
-        for x in "zyb":
-            g.add(x)
+    ids = np.array(["z", "y", "b", "q"])
+    rank = np.argsort(np.argsort(ids))  # each id's place in id order
+    names = []
+    for pairs in ([(0, 1), (1, 2)], [(2, 1), (0, 2)]):
+        g = UnionFind(len(ids))
         for x, y in pairs:
             g.union(x, y)
-    assert {a.find(x) for x in "zyb"} == {b.find(x) for x in "zyb"} == {"b"}
-    g = Groups()
-    for x in "abcd":
-        g.add(x)
-    g.join_by({"a": "k1", "b": None, "c": "k1", "d": "k2"})
-    assert g.find("c") == "a" and g.find("b") == "b" and g.find("d") == "d"
+        names.append(ids[smallest_member(g.labels(), rank)].tolist())
+    assert names[0] == names[1] == ["b", "b", "b", "q"]
+    g = UnionFind(4)
+    g.join_by(np.array([1, 7, 1, 2]), valid=np.array([True, False, True, True]))
+    labels = g.labels()
+    assert labels[0] == labels[2] and len({labels[0], labels[1], labels[3]}) == 3
+
+
+def test_union_find_agrees_with_a_breadth_first_search_on_random_graphs():
+    rng = np.random.default_rng(0)
+    for n, m in ((1, 0), (50, 10), (400, 300), (2000, 1990)):
+        a, b = rng.integers(0, n, m), rng.integers(0, n, m)
+        g = UnionFind(n)
+        g.union_pairs(a, b)
+        labels = g.labels()
+        adjacent = [[] for _ in range(n)]
+        for x, y in zip(a.tolist(), b.tolist()):
+            adjacent[x].append(y)
+            adjacent[y].append(x)
+        seen = np.full(n, -1)
+        for s in range(n):
+            if seen[s] < 0:
+                seen[s], todo = s, [s]
+                while todo:
+                    for y in adjacent[todo.pop()]:
+                        if seen[y] < 0:
+                            seen[y] = s
+                            todo.append(y)
+        # the same partition: equal labels exactly where the search found one component
+        assert (np.equal.outer(labels, labels) == np.equal.outer(seen, seen)).all()
 
 
 def test_a_fixed_split_carries_its_whole_group():

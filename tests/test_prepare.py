@@ -189,16 +189,18 @@ def test_drums_only_keeps_only_drum_tracks_including_named_ones_off_channel_10(s
 
 
 def test_the_report_counts_groups_shared_by_every_pair_of_sources():
-    from pipeline.dedupe import Groups
-    rows = [{"id": i, "source": i.split("/")[0]} for i in
-            ("lakh/a", "lakh/b", "maestro/c", "local/d", "local/e", "maestro/f")]
-    groups = Groups()
-    for r in rows:
-        groups.add(r["id"])
-    groups.union("lakh/a", "maestro/c")   # one group across lakh and maestro...
-    groups.union("maestro/c", "local/d")  # ...and local: three pairs of sources share it
-    groups.union("lakh/b", "local/e")
+    import pyarrow as pa
+
+    from pipeline.dedupe import UnionFind
+    ids = ["lakh/a", "lakh/b", "maestro/c", "local/d", "local/e", "maestro/f"]
+    groups = UnionFind(len(ids))
+    groups.union(0, 2)  # one group across lakh and maestro...
+    groups.union(2, 3)  # ...and local: three pairs of sources share it
+    groups.union(1, 4)
+    sources = pa.array([i.split("/")[0] for i in ids])
+    songs = pa.array(["x", None, "x", "y", None, "y"]).dictionary_encode()
     reasons = {"duplicate_md5": 1, "near_duplicate": 1}
-    report = prepare.dedupe_report(rows, reasons, groups, {r["id"]: None for r in rows}, prepare.NO_NEAR)
+    report = prepare.dedupe_report(sources, groups.labels(), songs, reasons, prepare.no_near(len(ids)))
     assert report["groups_across_sources"] == {"lakh+local": 2, "lakh+maestro": 1, "local+maestro": 1}
+    assert report["title"] == {"files_sharing_a_song": 4}
     assert report["md5"] == {"dropped": 1} and report["near"]["pairs"] == 0

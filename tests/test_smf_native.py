@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from pipeline import smf, smf_native
+from pipeline.native import compiler, library_path
 from tests.test_reported import _vlq, smf_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -375,10 +376,10 @@ def test_the_build_is_cached_by_digest_and_a_damaged_library_is_built_again(tmp_
     (lib,) = (tmp_path / "cache" / "midi-pipeline").iterdir()  # the library alone: no temporary file left
     assert lib.name.startswith("smf_events_") and lib.suffix == ".so"
     with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": str(tmp_path / "cache")}):
-        source, cc = smf_native.SOURCE.read_text(), smf_native.compiler()
-        assert smf_native.library_path(source, cc) == lib
-        assert smf_native.library_path(source + "\n", cc) != lib  # an edit builds anew
-        assert smf_native.library_path(source, [*cc, "-m64"]) != lib
+        source, cc, flags = smf_native.SOURCE.read_text(), compiler(), smf_native.FLAGS
+        assert library_path(source, cc, "smf_events", flags) == lib
+        assert library_path(source + "\n", cc, "smf_events", flags) != lib  # an edit builds anew
+        assert library_path(source, [*cc, "-m64"], "smf_events", flags) != lib
     lib.write_bytes(b"not a shared library")  # as a disk error might leave it
     out = _child(tmp_path)
     assert out.returncode == 0 and out.stdout.startswith("NATIVE") and "unavailable" not in out.stderr, out.stderr
@@ -404,7 +405,7 @@ def test_a_build_killed_midway_leaves_nothing_that_is_loaded(tmp_path, native):
     cc = tmp_path / "cc"
     cc.write_text('#!/bin/sh\nif [ -e "$(dirname "$0")/hang" ]; then\n'
                   '  while [ "$1" != "-o" ]; do shift; done; printf \'\\177ELF half\' > "$2"; exec sleep 60\n'
-                  f'fi\nexec {shlex.join(smf_native.compiler())} "$@"\n')
+                  f'fi\nexec {shlex.join(compiler())} "$@"\n')
     cc.chmod(0o755)
     (tmp_path / "hang").touch()
     base = {k: v for k, v in os.environ.items() if k not in ("CC", "PIPELINE_SMF_NATIVE")}
@@ -443,3 +444,54 @@ def test_a_file_that_fills_the_first_tables_is_read_again_with_the_bounds(native
     assert len(data) // 3 // 8 + 64 < 12_000  # the first capacities cannot hold them
     song, ran = _assert_paths_agree(data)
     assert ran and song.n_notes == 12_001 and song.recovered == 12_001
+
+
+# ---- both libraries: one build function, built before a pool forks ----------------------------------------------
+
+WARM_THEN_FORK = """
+import multiprocessing, shutil, sys
+from pathlib import Path
+from pipeline import smf
+from pipeline.near_duplicates import NearIndex, NearKey, signatures
+smf.warm()  # what prepare does before its pool forks: the event reader...
+NearIndex(NearKey(6, 256, 0.3)).close()  # ...and the near-duplicate index, which loads the signature pass
+folder = Path(sys.argv[2]) / "midi-pipeline"
+print(*sorted(f.name.rsplit("_", 1)[0] for f in folder.iterdir()) if folder.is_dir() else ["none"])
+shutil.rmtree(folder, ignore_errors=True)  # a worker that built a library now would make the folder again
+data = open(sys.argv[1], "rb").read()
+
+
+def work(_):
+    return len(signatures([(p.start, p.pitch) for p in smf.read(data).parts], NearKey(6, 256, 0.3)))
+
+
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    print(*pool.map(work, range(4)))
+print("rebuilt" if folder.exists() else "inherited")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork")
+@pytest.mark.parametrize("env, built", [({}, "near_signatures smf_events"),
+                                        ({"PIPELINE_NEAR_NATIVE": "0"}, "smf_events"),
+                                        ({"PIPELINE_SMF_NATIVE": "0"}, "near_signatures")])
+def test_prepare_builds_each_library_switched_on_before_the_workers_fork(tmp_path, native, env, built):
+    base = {k: v for k, v in os.environ.items() if k not in ("CC", "PIPELINE_SMF_NATIVE", "PIPELINE_NEAR_NATIVE")}
+    cache = tmp_path / "cache"
+    out = subprocess.run([sys.executable, "-c", WARM_THEN_FORK, str(SAMPLE), str(cache)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300,
+                         env={**base, "XDG_CACHE_HOME": str(cache), **env})
+    assert out.returncode == 0 and "unavailable" not in out.stderr, out.stderr
+    assert out.stdout.splitlines() == [built, "2 2 2 2", "inherited"]
+
+
+def test_each_library_has_its_own_name_and_flags_in_the_cache(tmp_path):
+    from pipeline.near_duplicates import NEAR_SIGNATURES
+    with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": str(tmp_path)}):
+        source, cc = "int f(void) { return 0; }\n", compiler()
+        events = library_path(source, cc, "smf_events", smf_native.FLAGS)
+        assert events == library_path(source, cc, smf_native.SMF_EVENTS.stem, smf_native.SMF_EVENTS.flags)
+        near = library_path(source, cc, NEAR_SIGNATURES.stem, NEAR_SIGNATURES.flags)
+        assert events.name.startswith("smf_events_") and near.name.startswith("near_signatures_")
+        assert events.name.split("_")[-1] != near.name.split("_")[-1]  # the flags are in the digest
+        assert events.parent == near.parent == tmp_path / "midi-pipeline"
