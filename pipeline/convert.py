@@ -2,8 +2,10 @@
 
 Writes data/processed/<kind>/<split>-NNNNN.parquet (one row per sequence: ids, group, source, split, families
 and the data; a few dozen shards whatever the corpus size, row groups small enough to stream) and
-data/processed/<kind>/meta.json (the grid, the keys, counts), plus tokenizer.json for token streams. Rows are
-streamed to their shard as workers finish files, so memory does not grow with the corpus.
+data/processed/<kind>/meta.json (the grid, the keys, counts), plus tokenizer.json for token streams (MidiTok's
+`from_pretrained` loads it from the folder) and README.md, the Hugging Face dataset card that lets
+`datasets.load_dataset` read the folder (pipeline/dataset_card.py). Rows are streamed to their shard as workers
+finish files, so memory does not grow with the corpus.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline import gm, smf
+from pipeline import dataset_card, gm, smf
 from pipeline import params as P
 from pipeline import split as S
 from pipeline.artifacts import iter_bytes
@@ -116,6 +118,41 @@ def _column(rows: list[dict], name: str, type_: pa.DataType) -> pa.Array:
     return pa.array([r[name] for r in rows], type_)
 
 
+def card_params(p: P.Params) -> dict:
+    """The params the dataset card records: convert's own (dvc.yaml), less those its output does not depend on
+    (`prepare.workers`; the tokenizer's for piano rolls), as {"dotted.key": value}."""
+    r = p.represent
+    keys = ["kind", "steps_per_beat", "steps_per_second", "pitch_low", "pitch_high", "onsets", "velocity", "sustain"]
+    keys += ["tokenizer", "max_shift_beats"] if r.kind == "tokens" else []
+    return {"data.sources": list(p.data.sources), **{f"represent.{k}": getattr(r, k) for k in keys},
+            "split.valid": p.split.valid, "split.test": p.split.test}
+
+
+def licences(rows: list[dict], sources: list[str]) -> dict[str, dict[str, int]]:
+    """{source: {licence: sequences}} over `rows` (selected sequences: "source", "file"), the licence each file's
+    manifest row records (data/raw/<source>/manifest.parquet, written by acquire); a file without one counts as
+    dataset_card.UNRECORDED. Sources in `sources` order, licences sorted."""
+    out = {}
+    for source in (s for s in sources if any(r["source"] == s for r in rows)):
+        t = pq.read_table(RAW / source / "manifest.parquet", columns=["id", "license"])
+        of = dict(zip(t.column("id").to_pylist(), t.column("license").to_pylist()))
+        n = Counter(of.get(r["file"]) or dataset_card.UNRECORDED for r in rows if r["source"] == source)
+        out[source] = dict(sorted(n.items()))
+    return out
+
+
+def arrow_bytes(out_dir: Path, parts: list[str]) -> dict[str, int]:
+    """{split: bytes} the shards' rows take as Arrow tables once read back, a row group at a time: the figure
+    Hugging Face `datasets` records as a split's num_bytes (its Parquet loader reads one row group per batch and
+    sums their Table.nbytes; equal on the fixtures and the default corpus with the pinned pyarrow)."""
+    out: Counter = Counter()
+    for name in parts:
+        f = pq.ParquetFile(out_dir / name)
+        for g in range(f.num_row_groups):
+            out[name.split("-")[0]] += f.read_row_group(g).nbytes
+    return dict(out)
+
+
 def run(p: P.Params, out_dir: Path) -> Meta:
     r = p.represent
     smf.warm()  # the C event reader, before the pool forks its workers
@@ -158,7 +195,7 @@ def run(p: P.Params, out_dir: Path) -> Meta:
     if not parts:
         raise SystemExit("convert: no sequence has notes inside represent.pitch_low..pitch_high")
     programs = Counter(pr for s in selected for pr, d in zip(s["programs"], s["is_drum"]) if not d)
-    return Meta(
+    meta = Meta(
         kind=r.kind, format_version=FORMAT_VERSION, parts=parts, grid=grid,
         n_pitches=grid.n_pitches, n_keys=grid.n_keys,
         drum_classes=list(gm.DRUM_CLASS_NAMES) if drums else [],
@@ -168,6 +205,12 @@ def run(p: P.Params, out_dir: Path) -> Meta:
         notes_outside_range=outside, notes_merged_unison=merged, empty_after_range=sorted(empty),
         **rep.finish(r, grid, out_dir),
     )
+    dropped = set(empty)
+    stored = [s for s in selected if s["id"] not in dropped]
+    text = dataset_card.card(meta, shards.schema, card_params(p), licences(stored, list(p.data.sources)),
+                             arrow_bytes(out_dir, parts))
+    (out_dir / "README.md").write_bytes(text.encode())
+    return meta
 
 
 def main() -> None:
