@@ -1,27 +1,27 @@
 """Evaluation, generation, audio and the report as a user drives them: `dvc repro`, `dvc exp run -S ...`,
-`dvc metrics diff`, `dvc plots show`, and the report opened in a real (headless) browser. Each test reads the
-session's shared run (conftest.py, `built`) or changes its own copy of it; the checks that need FluidSynth or
-Chromium skip, saying so, where they are missing."""
+`dvc metrics diff`, `dvc plots show`, and the report opened in a real (headless) browser, where a click on ▶
+plays a sample from its notes. Each test reads the session's shared run (conftest.py, `built`) or changes its own
+copy of it; the checks that need FluidSynth or Chromium skip, saying so, where they are missing."""
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
+import time
 from html import escape
 from pathlib import Path
 
 import pytest
 import yaml
+from matplotlib.image import imread
 from symusic import Score
 
 from pipeline import render
+from tests.browser import CHROMIUM, NO_CHROMIUM, Browser
 from tests.dvcrepo import copy_repo, dvc, env, path_without, set_params
 
 pytestmark = pytest.mark.slow
-CHROMIUM = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
-NO_CHROMIUM = "Chromium is not installed (Debian: apt install chromium): the report's browser check is skipped"
 
 
 def samples(repo: Path) -> dict:
@@ -92,6 +92,86 @@ def test_the_report_loads_every_picture_and_recording_in_a_browser(built):
     ok, text = media_status(repo / "data/report.html")
     assert ok == "true", text
     assert text == f"{n + 1} of {n + 1} pictures and {recordings} of {recordings} recordings loaded"
+
+
+def test_each_samples_player_notes_are_its_midi_file_in_seconds(built):
+    repo = built.repo
+    for s in samples(repo)["samples"]:
+        play = json.loads((repo / "data/samples" / s["notes"]).read_text())
+        rows = play["notes"]
+        assert len(rows) == s["seed_notes"] + s["generated_notes"]
+        if s["midi"] is None:
+            continue
+        score = Score.from_file(str(repo / "data/samples" / s["midi"])).to("second")
+        midi = sorted((round(n.time, 6), round(n.duration, 6), n.pitch, n.velocity, t.is_drum,
+                       t.name.startswith("generated")) for t in score.tracks for n in t.notes)
+        assert midi == sorted((t, d, p, v, k >= 0, part == 1) for t, d, p, v, k, part in rows), s["name"]
+
+
+def test_each_pictures_recorded_plot_area_holds_the_line_between_seed_and_continuation(built):
+    """Where generate says the plot area is (what the report's cursor runs over), the PNG draws the seed's end."""
+    repo = built.repo
+    for s in samples(repo)["samples"]:
+        img = imread(repo / "data/samples" / s["png"])
+        h, w = img.shape[:2]
+        a, x = s["png_plot_area"], round(seed_end(s) * w)
+        rows = img[round(a["top"] * h) + 3:round(a["bottom"] * h) - 3, x - 1:x + 2, :3].mean(-1)
+        assert (rows < 0.35).any(1).all(), s["name"]  # a dark line, top to bottom of the plot, within a pixel
+
+
+def play_in_browser(repo: Path, profile: Path) -> tuple[dict, list[dict]]:
+    """Click ▶ on the first sample with notes in headless Chromium (a real mouse click, as a person gives, so no
+    autoplay switch), then read its status line and cursor every 0.1 s until the cursor is over the continuation
+    (or 20 s pass). Returns the sample's index entry and the readings."""
+    s = next(s for s in samples(repo)["samples"] if s["seed_notes"] + s["generated_notes"])
+    card = f"#{s['name']}"
+    read = (f"(() => {{ const st = document.querySelector('{card} .play-status').dataset, "
+            f"c = document.querySelector('{card} .cursor'); return {{...st, hidden: c.hidden, "
+            "left: parseFloat(c.style.left), top: parseFloat(c.style.top), height: parseFloat(c.style.height)}; })()")
+    readings = []
+    with Browser(profile) as b:
+        b.open((repo / "data/report.html").as_uri())
+        assert b.js(read)["state"] == "idle"
+        b.click(f"{card} button.play")
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            readings.append(b.js(read))
+            if readings[-1].get("part") == "generated":
+                break
+            time.sleep(0.1)
+    return s, readings
+
+
+def seed_end(s: dict) -> float:
+    """Where the seed ends on a sample's picture: a fraction of the PNG's width, from its recorded plot area."""
+    a = s["png_plot_area"]
+    return a["left"] + s["seed_frames"] / (s["seed_frames"] + s["generated_frames"]) * (a["right"] - a["left"])
+
+
+def check_playback(repo: Path, profile: Path) -> None:
+    s, readings = play_in_browser(repo, profile)
+    last, a = readings[-1], s["png_plot_area"]
+    n = s["seed_notes"] + s["generated_notes"]
+    assert readings[0]["state"] in ("starting", "running")
+    assert last["state"] == "running" and last["scheduled"] == last["notes"] == str(n), last  # every note scheduled
+    assert last["part"] == "generated" and not last["hidden"], readings  # the cursor reached the continuation
+    spf = json.loads((repo / "data/samples" / s["notes"]).read_text())["seconds_per_frame"]
+    total = (s["seed_frames"] + s["generated_frames"]) * spf
+    placed = [r for r in readings if "part" in r]
+    per_second = 100 * (a["right"] - a["left"]) / total  # how far the cursor moves in a second, % of the width
+    for r in placed:  # the cursor sits where the audio clock is, on the picture's time axis
+        x = 100 * a["left"] + min(float(r["position"]), total) * per_second
+        assert r["left"] == pytest.approx(x, abs=0.0005 * per_second + 1e-4), r  # position: rounded to the ms
+    positions = [float(r["position"]) for r in placed]
+    assert positions == sorted(positions) and last["left"] >= 100 * seed_end(s) - 1e-3
+    assert last["top"] == pytest.approx(100 * a["top"])
+    assert last["height"] == pytest.approx(100 * (a["bottom"] - a["top"]))
+
+
+def test_a_sample_plays_from_its_notes_in_a_browser_with_a_cursor_over_its_picture(built, tmp_path):
+    if not CHROMIUM:
+        pytest.skip(NO_CHROMIUM)
+    check_playback(built.repo, tmp_path / "profile")
 
 
 def test_dvc_plots_show_curves_pr_and_sample_pictures(built_copy):
@@ -191,3 +271,11 @@ def test_the_report_without_recordings_loads_in_a_browser(no_soundfont):
         pytest.skip(NO_CHROMIUM)
     ok, text = media_status(no_soundfont / "data/report.html")
     assert ok == "true" and text.endswith("0 of 0 recordings loaded"), text
+
+
+def test_without_recordings_a_sample_still_plays_in_the_browser(no_soundfont, tmp_path):
+    """The issue's "done when": the report plays a sample in headless Chromium where FluidSynth wrote nothing."""
+    if not CHROMIUM:
+        pytest.skip(NO_CHROMIUM)
+    assert not audio(no_soundfont)["files"]
+    check_playback(no_soundfont, tmp_path / "profile")
