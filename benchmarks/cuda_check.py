@@ -10,10 +10,12 @@ metrics/ of the checkout are never touched), with params.yaml's train keys chang
 --stages then runs calibrate (when the checkout has it), generate and evaluate after the last variant that trained.
 Prints, per variant: ok or failed (with the end of its output), the first epoch's time (start-up, cuDNN and
 compile warm-up included) and the mean time of the later epochs, read off the time each `epoch N:` line appears.
+A progress bar on stderr counts the runs done; the last line on stdout sums up which variants trained.
 """
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import signal
@@ -25,6 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -34,6 +37,12 @@ VARIANTS = {
     "compile": {"device": "cuda", "amp": True, "compile": True},
     "ddp2": {"device": "cuda", "amp": False, "compile": False, "processes": 2},
 }
+
+
+def say(line: str) -> None:
+    """Print a line to stdout at once (read while the run goes on), clearing the progress bar around it."""
+    with tqdm.external_write_mode():
+        print(line, flush=True)
 
 
 def run(cmd: list[str], cwd: Path, timeout: float) -> tuple[int, list[tuple[float, str]], str]:
@@ -70,7 +79,10 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cuda_check_"))
     results, last = [], None
-    for name in args.variants.split(","):
+    names = args.variants.split(",")
+    bar = tqdm(total=len(names) + 3 * args.stages, desc="cuda_check", unit="run", mininterval=1)
+    for name in names:
+        bar.set_postfix_str(f"train ({name})")
         d = work / name
         d.mkdir()
         shutil.copytree(ROOT / "pipeline", d / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
@@ -83,31 +95,44 @@ def main() -> None:
         first = epochs[0] if epochs else float("nan")
         later = (epochs[-1] - epochs[0]) / (len(epochs) - 1) if len(epochs) > 1 else float("nan")
         results.append((name, "ok" if rc == 0 else f"FAILED (exit {rc})", first, later))
-        print(f"== {name}: {results[-1][1]}; first epoch done at {first:.1f} s, later epochs {later:.2f} s each",
-              flush=True)
+        say(f"== {name}: {results[-1][1]}; first epoch done at {first:.1f} s, later epochs {later:.2f} s each")
         for _, l in lines[-4:]:
-            print("   " + l)
+            say("   " + l)
         if rc != 0:
             errors = [l for l in tail.splitlines() if "Error" in l or "error:" in l][:10]
-            print("   stderr:\n" + "\n".join("   " + l for l in errors + ["..."] + tail.splitlines()[-15:]))
+            say("   stderr:\n" + "\n".join("   " + l for l in errors + ["..."] + tail.splitlines()[-15:]))
         if rc == 0:
             last = d
+        bar.update()
+    stages_ok = []
     if args.stages and last is not None:
         for stage in ("calibrate", "generate", "evaluate"):
+            bar.set_postfix_str(stage)
             if stage == "calibrate" and not (last / "pipeline/calibrate.py").exists():
+                bar.update()
                 continue
             t = time.perf_counter()
             rc, lines, tail = run([sys.executable, "-m", f"pipeline.{stage}"], last, args.timeout)
-            print(f"== {stage} (after {last.name}): {'ok' if rc == 0 else f'FAILED (exit {rc})'} "
-                  f"in {time.perf_counter() - t:.1f} s", flush=True)
+            say(f"== {stage} (after {last.name}): {'ok' if rc == 0 else f'FAILED (exit {rc})'} "
+                f"in {time.perf_counter() - t:.1f} s")
             for _, l in lines[-3:]:
-                print("   " + l)
+                say("   " + l)
             if rc != 0:
-                print("   stderr:\n" + "\n".join("   " + l for l in tail.splitlines()[-25:]))
+                say("   stderr:\n" + "\n".join("   " + l for l in tail.splitlines()[-25:]))
+            else:
+                stages_ok.append(stage)
+            bar.update()
+    bar.close()
     print("\nvariant   status                first epoch (s)   later epochs (s each)")
     for name, status, first, later in results:
         print(f"{name:9s} {status:21s} {first:15.1f}   {later:10.2f}")
     shutil.rmtree(work, ignore_errors=True)
+    ok = [name for name, status, _, _ in results if status == "ok"]
+    timed = [(later, name) for name, status, _, later in results if status == "ok" and not math.isnan(later)]
+    print(f"cuda_check: {len(ok)} of {len(results)} variants trained {args.epochs} epochs"
+          + (f" ({', '.join(ok)})" if ok else "")
+          + (f"; fastest later epoch {min(timed)[1]} {min(timed)[0]:.2f} s" if timed else "")
+          + (f"; stages run after {last.name}: {', '.join(stages_ok) or 'none ok'}" if args.stages and last else ""))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ sampled given the true frames before it (teacher-forced, a model window of seq_l
 the true seq_len frames before it). A model whose teacher-forced rate is already far below
 the real one does not know where the data holds a beat; one that is close there and far free-running drifts on
 its own output. Needs `make repro` (or `dvc repro train`) done first; run by hand, about a minute on 2 cores.
+Progress bars on stderr; the last line on stdout sums up the empty-beat rates.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from pipeline import music
 from pipeline.checkpoint import load_model
@@ -47,25 +49,37 @@ def main() -> None:
     if model.cfg.seq_len > SEED:
         raise SystemExit(f"empty_beats: the model reads {model.cfg.seq_len} frames; this measure seeds {SEED}")
     x, y = [], []
-    for _, notes in test.notes():
+    for _, notes in tqdm(test.notes(), total=sum(map(len, test.lengths)), desc="empty_beats: test windows",
+                         unit="sequence", mininterval=1):
         for a in window_starts(notes.n_frames, (SEED + AHEAD) // 2, STRIDE):
             x.append(densify(notes, k, a, a + SEED, onsets=on))
             y.append(densify(notes, k, a + SEED, a + SEED + AHEAD, onsets=on))
     x, y = torch.tensor(np.stack(x)).float(), torch.tensor(np.stack(y)).float()
     real = means(y, grid)
     print(f"{len(x)} test windows; real: " + ", ".join(f"{n} {v:.3f}" for n, v in real.items()))
-    for t in (float(v) for v in args.temperatures.split(",")):
+    temperatures = [float(v) for v in args.temperatures.split(",")]
+    bar = tqdm(total=2 * len(temperatures), desc="empty_beats: sampling", unit="pass", mininterval=1)
+    rates = []
+    for t in temperatures:
         sampler = Sampler("bernoulli", 0.5, t, 8, False, k, torch.Generator().manual_seed(1))
         with torch.no_grad():
+            bar.set_postfix_str(f"temperature {t}, free-running")
             free = means(continue_roll(model, x, AHEAD, sampler), grid)
+            bar.update()
+            bar.set_postfix_str(f"temperature {t}, teacher-forced")
             # teacher-forced over the horizon the model is trained on: each seq_len-frame half from the true
             # seq_len frames before it, as continue_roll generates a window at a time
             L, whole = model.cfg.seq_len, torch.cat([x, y], 1)
             parts = [model.decode(whole[:, SEED + a - L:SEED + a], y[:, a:a + L], sampler) for a in range(0, AHEAD, L)]
             forced = means(torch.cat(parts, 1), grid)["empty_beat_rate"]
+            bar.update()
         gaps = ", ".join(f"{n} {(v - real[n]) / real[n]:+.1%}" for n, v in free.items() if n != "empty_beat_rate")
-        print(f"temperature {t}: free-running {gaps}, empty beats {free['empty_beat_rate']:.3f}; "
-              f"teacher-forced sampled empty beats {forced:.3f} (real {real['empty_beat_rate']:.3f})")
+        tqdm.write(f"temperature {t}: free-running {gaps}, empty beats {free['empty_beat_rate']:.3f}; "
+                   f"teacher-forced sampled empty beats {forced:.3f} (real {real['empty_beat_rate']:.3f})")
+        rates.append(f"temperature {t}: free-running {free['empty_beat_rate']:.3f}, teacher-forced {forced:.3f}")
+    bar.close()
+    print(f"empty_beats: empty-beat rate over {len(x)} test windows, real {real['empty_beat_rate']:.3f}; "
+          + "; ".join(rates))
 
 
 if __name__ == "__main__":

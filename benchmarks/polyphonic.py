@@ -36,6 +36,8 @@ output dropout variational (one mask per piece, the same at every frame, as in G
 selection sees the averaged model. --save-test FILE.npz keeps the test logits and targets of the chosen
 weights; benchmarks/polyphonic_ensemble.py scores the average of several runs' probabilities (independent-head
 runs only: a NADE's conditionals depend on the frame they score, so their average is not a mixture).
+A progress bar on stderr counts the epochs (none with --quiet); the last line on stdout, before --json's, sums up
+the test figures.
 """
 from __future__ import annotations
 
@@ -53,6 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
 
 from pipeline.model import Config, Seq2Seq
 
@@ -311,7 +314,7 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=0, help="stop training after this many seconds (0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: all cores)")
-    ap.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    ap.add_argument("--quiet", action="store_true", help="no per-epoch lines, no progress bar")
     ap.add_argument("--json", action="store_true", help="end with one JSON line of the result")
     args = ap.parse_args()
     for name in ("dropout", "in_dropout", "out_dropout", "weight_drop", "ema"):
@@ -346,7 +349,8 @@ def main() -> None:
           f"{sum(p.numel() for p in model.parameters())} parameters; context {args.context}; device {device}",
           flush=True)
     epoch = 0
-    for epoch in range(1, args.epochs + 1):
+    for epoch in tqdm(range(1, args.epochs + 1), desc=f"polyphonic {args.data}", unit="epoch", mininterval=1,
+                      disable=args.quiet):
         model.train()
         for b in task.batches(args.batch, g):
             out, y, m, prev = task.forward(model, b, reg)
@@ -368,8 +372,9 @@ def main() -> None:
         else:
             stale += 1
         if not args.quiet:
-            print(f"epoch {epoch}: valid NLL {v['nll']:.3f} acc {v['acc']:.3f} ({time.perf_counter() - t0:.0f} s)"
-                  + (" *" if stale == 0 else ""), flush=True)
+            with tqdm.external_write_mode():  # the line above the bar, not through it
+                print(f"epoch {epoch}: valid NLL {v['nll']:.3f} acc {v['acc']:.3f} ({time.perf_counter() - t0:.0f} s)"
+                      + (" *" if stale == 0 else ""), flush=True)
         if stale >= args.patience or (args.time_limit and time.perf_counter() - t0 > args.time_limit):
             break
     model.load_state_dict(best_state)
@@ -384,8 +389,13 @@ def main() -> None:
     print(f"\n{args.data} test: NLL {r['nll']:.3f} nats/frame, frame accuracy {r['acc']:.3f} over {r['frames']} "
           f"frames; valid NLL {best['nll']:.3f} at epoch {best_epoch} of {epoch} "
           f"({wall:.0f} s on {device}{'' if device.type == 'cuda' else f', {torch.get_num_threads()} threads'})")
-    for what, nll in PUBLISHED.get(args.data, {}).items():
+    published = PUBLISHED.get(args.data, {})
+    for what, nll in published.items():
         print(f"  {what:30s} {nll:5.2f}  {'beaten' if r['nll'] < nll else 'not beaten'}")
+    beaten = sum(r["nll"] < nll for nll in published.values())
+    print(f"polyphonic: {args.data} test NLL {r['nll']:.3f} nats/frame, frame accuracy {r['acc']:.3f} (--head "
+          f"{args.head}, --context {args.context}, epoch {best_epoch} of {epoch}, {wall:.0f} s); beats {beaten} of "
+          f"{len(published)} published figures")
     if args.json:
         print(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                           "test_nll": r["nll"], "test_acc": r["acc"], "valid_nll": best["nll"],

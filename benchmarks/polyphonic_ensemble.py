@@ -7,6 +7,8 @@ mixture of the models); NLL and frame accuracy are then scored by polyphonic.py'
 have scored the same test frames in the same order (same --data and --seq-len), which is checked, and must use
 the independent head (files from before the head was saved are taken to): a NADE's logits are conditionals given
 the keys below, and the mixture of two NADEs is not the NADE of their mean conditionals, so such runs are refused.
+The last line on stdout (before --json's) sums up the ensemble against its best single run; scoring takes seconds,
+so there is no progress bar.
 """
 from __future__ import annotations
 
@@ -49,6 +51,9 @@ def main() -> None:
     print(f"ensemble of {len(args.runs)}: NLL {r['nll']:.3f} nats/frame, frame accuracy {r['acc']:.3f} "
           f"over {r['frames']} frames (single runs: NLL {min(s['nll'] for s in single):.3f} to "
           f"{max(s['nll'] for s in single):.3f})")
+    best = min(s["nll"] for s in single)
+    print(f"polyphonic_ensemble: {len(args.runs)} runs averaged, test NLL {r['nll']:.3f} nats/frame against "
+          f"{best:.3f} for the best single run (gain {best - r['nll']:+.3f}) over {r['frames']} frames")
     if args.json:
         print(json.dumps({"runs": [str(p) for p in args.runs], "test_nll": r["nll"], "test_acc": r["acc"],
                           "single_nll": [s["nll"] for s in single]}))

@@ -22,7 +22,8 @@ bytes over its 176,581 files (or over --per-file-files, a smaller corpus with it
 full count would take too long; rates are printed in files/s to scale them up). The outputs are recorded with
 `dvc commit -f` (the stages' commands never run), then timed with the DVC CLI: `dvc status` (twice: the first
 after the commit, then again), `dvc push` to a moto S3 server on 127.0.0.1, `dvc status --cloud`, and in a fresh
-`git clone`, `dvc pull` and the first `dvc status` (--status-only stops after the two statuses).
+`git clone`, `dvc pull` and the first `dvc status` (--status-only stops after the two statuses). A progress bar
+on stderr counts these steps (never inside a timed command); the last line on stdout sums up the timings.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -178,7 +180,7 @@ def build(repo: Path, layout: str, files: int, raw_bytes: int, processed_bytes: 
         for m in members:
             (raw / m).parent.mkdir(parents=True, exist_ok=True)
         blob = rng.bytes(per_file * 4096)
-        for i, m in enumerate(members):
+        for i, m in enumerate(tqdm(members, desc="remote_speed: one file per MIDI", unit="file", mininterval=1)):
             k = i % 4096
             # unique bytes per file (its index in front), so DVC stores every one
             (raw / m).write_bytes(i.to_bytes(8, "little") + blob[k * per_file:(k + 1) * per_file - 8])
@@ -229,8 +231,20 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
+STEPS = ("build", "commit", "status", "status again", "push", "status --cloud", "clone", "pull",
+         "status after pull")  # what measure() does, in order; --status-only stops after the first four
+
+
 def measure(work: Path, server: subprocess.Popen, endpoint: str, layout: str, files: int, raw_bytes: int,
-            processed_bytes: int, jobs: int | None, transfer: bool = True) -> dict:
+            processed_bytes: int, jobs: int | None, transfer: bool = True, progress: tqdm | None = None) -> dict:
+    """Seconds each step of STEPS took (and the corpus' files and bytes, the S3 server's CPU seconds), each step
+    ticked off on `progress` between the timed commands."""
+
+    def done(step: str) -> None:
+        if progress is not None:
+            progress.update()
+            progress.set_postfix_str(f"{layout}: {STEPS[STEPS.index(step) + 1]}" if step != STEPS[-1] else "")
+
     origin, clone = work / f"{layout}-origin", work / f"{layout}-clone"
     origin.mkdir()
     sh(origin, "git", "init", "-q")
@@ -243,27 +257,36 @@ def measure(work: Path, server: subprocess.Popen, endpoint: str, layout: str, fi
     t = time.perf_counter()
     size = build(origin, layout, files, raw_bytes, processed_bytes)
     size["build"] = time.perf_counter() - t
+    done("build")
     jobs_args = ["-j", str(jobs)] if jobs else []
     size["commit"], _ = dvc(origin, "commit", "-f")
     sh(origin, "git", "add", "-A")
     sh(origin, "git", "commit", "-qm", "corpus")
+    done("commit")
     size["status"], out = dvc(origin, "status")
     assert "up to date" in out, out
+    done("status")
     size["status_again"], _ = dvc(origin, "status")
+    done("status again")
     if not transfer:
         shutil.rmtree(origin)
         return size
     cpu = cpu_seconds(server.pid)
     size["push"], _ = dvc(origin, "push", *jobs_args)
     size["server_cpu_push"] = cpu_seconds(server.pid) - cpu
+    done("push")
     size["status_cloud"], out = dvc(origin, "status", "--cloud", *jobs_args)
     assert "in sync" in out, out
+    done("status --cloud")
     sh(work, "git", "clone", "-q", str(origin), str(clone))
+    done("clone")
     cpu = cpu_seconds(server.pid)
     size["pull"], _ = dvc(clone, "pull", *jobs_args)
     size["server_cpu_pull"] = cpu_seconds(server.pid) - cpu
+    done("pull")
     size["status_after_pull"], out = dvc(clone, "status")
     assert "up to date" in out, out
+    done("status after pull")
     shutil.rmtree(origin)
     shutil.rmtree(clone)
     return size
@@ -289,21 +312,27 @@ def main() -> None:
     print(f"corpus: {a.files:,} MIDI files, {raw_bytes / 1e6:,.0f} MB raw + {processed_bytes / 1e6:,.0f} MB processed "
           f"(scale {a.scale} of LMD-full); {free / 1e9:.0f} GB free; {os.cpu_count()} cores", flush=True)
     rows = []
+    layouts = a.layouts.split(",")
+    bar = tqdm(total=len(layouts) * (4 if a.status_only else len(STEPS)), desc="remote_speed", unit="step",
+               mininterval=1)
     with tempfile.TemporaryDirectory(dir=a.workdir, prefix="remote_speed_") as tmp:
         work = Path(tmp)
         server, endpoint = start_moto(work / "moto.log")
         try:
-            for layout in a.layouts.split(","):
+            for layout in layouts:
+                bar.set_postfix_str(f"{layout}: build")
                 files = a.per_file_files or a.files if layout == "per-file" else a.files
                 share = files / a.files
                 r = measure(work, server, endpoint, layout, files, int(raw_bytes * share),
-                            int(processed_bytes * share), a.jobs, transfer=not a.status_only)
+                            int(processed_bytes * share), a.jobs, transfer=not a.status_only, progress=bar)
                 r["corpus"] = files
                 rows.append((layout, r))
-                print(f"{layout}: {json.dumps({k: round(v, 2) for k, v in r.items()})}", flush=True)
+                with tqdm.external_write_mode():  # the line above the bar, not through it
+                    print(f"{layout}: {json.dumps({k: round(v, 2) for k, v in r.items()})}", flush=True)
         finally:
             server.terminate()
             server.wait(timeout=30)
+            bar.close()
     print()
     print("| layout | MIDI files | files DVC tracks | MB | dvc commit (hash + cache) | dvc status | dvc push "
           "| dvc status --cloud | dvc pull, fresh clone | dvc status after pull |")
@@ -323,6 +352,10 @@ def main() -> None:
         print("\nS3 server (moto) CPU during push / pull: " + "; ".join(
             f"{layout} {r['server_cpu_push']:.0f} s / {r['server_cpu_pull']:.0f} s" for layout, r in rows
             if "push" in r))
+    print("remote_speed: " + "; ".join(
+        f"{layout} ({r['files']:,} files, {r['bytes'] / 1e6:,.0f} MB): status {r['status']:.1f} s"
+        + (f", push {r['push']:.1f} s, pull {r['pull']:.1f} s" if "push" in r else "") for layout, r in rows)
+        + f"; a corpus of {a.files:,} MIDI files at scale {a.scale}")
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,8 @@ Usage: PYTHONPATH=. python benchmarks/represent_speed.py [--files 5000] [--basel
    compression).
 3. Loader batches/s (train windows, train.batch_size, transposition on) against the train step's batches/s
    (DeepMusician-size model: 2-layer GRU 256, forward + backward + AdamW step) on the same batches.
+A progress bar on stderr counts these steps (ticked between the timed parts, never inside one; prepare and convert
+draw their own bars below it); the last line on stdout sums up the run.
 """
 from __future__ import annotations
 
@@ -26,12 +28,22 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from prepare_speed import SHARED, build, corpus, files_per_second  # noqa: E402
 
 from pipeline import convert, prepare  # noqa: E402
 from pipeline import params as P  # noqa: E402
+
+STEPS = ("prepare", "convert pianoroll", "convert tokens", "pretty_midi baseline", "loader", "train step",
+         "storage")  # main()'s parts, in order
+
+
+def say(line: str) -> None:
+    """Print a line to stdout, clearing the progress bars around it."""
+    with tqdm.external_write_mode():
+        print(line)
 
 
 def params(workers: int, **represent) -> P.Params:
@@ -87,24 +99,35 @@ def main() -> None:
     print(f"corpus: {len(blobs)} byte-unique files ({sum(map(len, blobs)) / 1e6:.0f} MB); {args.workers} workers "
           f"on {os.cpu_count()} cores")
 
+    bar = tqdm(total=len(STEPS), desc="represent_speed", unit="step", mininterval=1)
+
+    def begin(part: str) -> None:
+        """Tick off the parts before `part` (one of STEPS) and name it on the bar."""
+        bar.update(STEPS.index(part) - bar.n)
+        bar.set_postfix_str(part)
+
     with tempfile.TemporaryDirectory() as tmp:
+        begin("prepare")
         prepared(Path(tmp), blobs, params(args.workers))
         rates = {}
         for kind in ("pianoroll", "tokens"):
+            begin(f"convert {kind}")
             p = params(args.workers, kind=kind, tokenizer="REMI")
             dt, meta, out = run_convert(p)
             files = len({r for r in pq.read_table("data/prepared/selected.parquet",
                                                   columns=["file"]).column(0).to_pylist()})
             notes = sum(meta.notes.values())
             rates[kind] = files / dt
-            print(f"convert {kind:9s}: {files / dt:7.0f} files/s, {notes / dt / 1e6:5.2f} M notes/s "
-                  f"({len(meta.parts)} shards)")
+            say(f"convert {kind:9s}: {files / dt:7.0f} files/s, {notes / dt / 1e6:5.2f} M notes/s "
+                f"({len(meta.parts)} shards)")
 
+        begin("pretty_midi baseline")
         base = files_per_second(pretty_midi_roll, blobs[: args.baseline_files], args.workers)
-        print(f"pretty_midi get_piano_roll equivalent: {base:7.1f} files/s -> piano-roll convert is "
-              f"{rates['pianoroll'] / base:.0f}x faster")
+        say(f"pretty_midi get_piano_roll equivalent: {base:7.1f} files/s -> piano-roll convert is "
+            f"{rates['pianoroll'] / base:.0f}x faster")
 
         # 3. loader against the train step, on the replicated corpus's piano rolls
+        begin("loader")
         p = params(args.workers, kind="pianoroll")
         run_convert(p)
         from torch.utils.data import DataLoader
@@ -116,13 +139,16 @@ def main() -> None:
         t_ = p.train
         split = Split(data_dir(), "train")
         w = Windows(split, t_.seq_len, t_.stride, shuffle=True, seed=0, transpose=(-3, 3))
+        loader_rate = {}
         for workers in (0, 1):
             loader = iter(DataLoader(w, batch_size=t_.batch_size, num_workers=workers))
             next(loader)
             t = time.perf_counter()
             batches = [next(loader) for _ in range(args.batches)]
-            print(f"loader ({workers} workers): {args.batches / (time.perf_counter() - t):7.1f} batches/s of "
-                  f"{t_.batch_size} x {2 * t_.seq_len} frames x {w.meta.features} features")
+            loader_rate[workers] = args.batches / (time.perf_counter() - t)
+            say(f"loader ({workers} workers): {loader_rate[workers]:7.1f} batches/s of "
+                f"{t_.batch_size} x {2 * t_.seq_len} frames x {w.meta.features} features")
+        begin("train step")
         model = Seq2Seq(Config(n_features=w.meta.features, n_keys=w.meta.n_keys, hidden=p.model.hidden,
                                layers=p.model.layers, dropout=p.model.dropout, seq_len=t_.seq_len))
         opt = torch.optim.AdamW(model.parameters())
@@ -137,10 +163,12 @@ def main() -> None:
         t = time.perf_counter()
         for x, y in batches[:20]:
             step(x, y)
-        print(f"train step: {20 / (time.perf_counter() - t):7.1f} batches/s (hidden 256, 2 layers, CPU threads "
-              f"{torch.get_num_threads()})")
+        train_rate = 20 / (time.perf_counter() - t)
+        say(f"train step: {train_rate:7.1f} batches/s (hidden 256, 2 layers, CPU threads "
+            f"{torch.get_num_threads()})")
 
     # 2. storage, on the distinct shared files
+    begin("storage")
     distinct = sorted({p.read_bytes() for p in SHARED.rglob("*.mid") if "broken" not in p.parts})
     with tempfile.TemporaryDirectory() as tmp:
         p = params(args.workers, kind="pianoroll")
@@ -149,10 +177,16 @@ def main() -> None:
         frames = sum(meta.frames.values())
         size = sum(f.stat().st_size for f in out.glob("*.parquet"))
         dense = frames * meta.n_keys + 128 * sum(meta.sequences.values())
-        print(f"storage on {sum(meta.sequences.values())} distinct sequences ({frames} frames): "
-              f"{size / frames * 1000:7.0f} bytes per 1,000 frames vs dense uint8 .npy {dense / frames * 1000:7.0f} "
-              f"(1/{dense / size:.0f})")
+        say(f"storage on {sum(meta.sequences.values())} distinct sequences ({frames} frames): "
+            f"{size / frames * 1000:7.0f} bytes per 1,000 frames vs dense uint8 .npy {dense / frames * 1000:7.0f} "
+            f"(1/{dense / size:.0f})")
+    bar.update(len(STEPS) - bar.n)
+    bar.close()
     print(json.dumps({"convert_files_per_s": {k: round(v) for k, v in rates.items()}}))
+    print(f"represent_speed: convert {rates['pianoroll']:.0f} files/s to piano rolls ({rates['pianoroll'] / base:.0f}x "
+          f"pretty_midi), {rates['tokens']:.0f} to tokens, on {len(blobs)} files with {args.workers} workers; loader "
+          f"{loader_rate[0]:.1f} batches/s against {train_rate:.1f} train steps/s ({loader_rate[0] / train_rate:.0f}x "
+          f"headroom); shards 1/{dense / size:.0f} of dense rolls")
 
 
 if __name__ == "__main__":

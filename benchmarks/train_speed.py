@@ -18,6 +18,8 @@ Usage: PYTHONPATH=. python benchmarks/train_speed.py [--mfu-only | --heads-only]
    frames): the median training step with the independent head, the NADE head (model.nade_hidden 64
    and 128) and the hold-gated NADE (64), steps interleaved; and the time to continue 32 windows (of train) by
    64 frames, as many as the default samples, with each head.
+Progress bars on stderr, over rounds and batches, tick between the timed steps, never inside one; the last line
+on stdout sums up the run.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import time
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from pipeline import losses
 from pipeline.model import Config, Seq2Seq
@@ -49,9 +52,10 @@ def step_flops(batch: int, T: int, n_in: int, H: int, layers: int, head: tuple[i
     return 3 * forward
 
 
-def mfu(threads: int, rounds: int = 5) -> None:
+def mfu(threads: int, rounds: int = 5) -> dict[str, float]:
     """This project's GRU (pipeline.gru) and plain nn.GRU in the same model, steps interleaved with the matmul
-    rate so that both see the same machine (its speed drifts by 10-20 % from minute to minute here)."""
+    rate so that both see the same machine (its speed drifts by 10-20 % from minute to minute here). Returns
+    the MFU of each, a share of the median matmul rate."""
     B, T, H = 64, 64, 512
     x, y = (torch.rand(B, T, 88) < 0.05).float(), (torch.rand(B, T, 88) < 0.05).float()
     runs = {}
@@ -75,7 +79,7 @@ def mfu(threads: int, rounds: int = 5) -> None:
         step(model, opt)
         step(model, opt)
     peaks = []
-    for _ in range(rounds):
+    for _ in tqdm(range(rounds), desc="train_speed: MFU", unit="round", mininterval=1):
         for model, opt, times in runs.values():
             for _ in range(3):
                 t = time.perf_counter()
@@ -86,10 +90,13 @@ def mfu(threads: int, rounds: int = 5) -> None:
     print(f"fp32 matmul rate (4096^2 @ 4096^2, {threads} threads): median {peak / 1e9:.1f} GFLOP/s "
           f"(range {min(peaks) / 1e9:.0f} to {max(peaks) / 1e9:.0f}); "
           f"a step does {flops / 1e9:.0f} GFLOP of useful work")
+    out = {}
     for name, (_, _, times) in runs.items():
         dt = statistics.median(times)
+        out[name] = flops / dt / peak
         print(f"MFU with {name:16s}: step median {dt * 1e3:.0f} ms (best {min(times) * 1e3:.0f}) -> "
               f"{flops / dt / 1e9:.1f} GFLOP/s -> MFU {flops / dt / peak:.0%}")
+    return out
 
 
 def step_loop(model: Seq2Seq, x: torch.Tensor, y: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -106,7 +113,8 @@ def step_loop(model: Seq2Seq, x: torch.Tensor, y: torch.Tensor, ratio: float) ->
     return torch.cat(logits, dim=1)
 
 
-def heads(rounds: int = 5) -> None:
+def heads(rounds: int = 5) -> dict[str, float]:
+    """Median step time of each head over the independent head's (and prints the steps and the rollouts)."""
     from torch.utils.data import DataLoader
 
     from pipeline.dataset import Split, Windows, data_dir
@@ -124,7 +132,7 @@ def heads(rounds: int = 5) -> None:
         model = Seq2Seq(Config(n_features=F, n_keys=K, hidden=256, layers=2, dropout=0.2, seq_len=32, head=head,
                                nade_hidden=units))
         runs[name] = (model, torch.optim.AdamW(model.parameters()), [])
-    for _ in range(rounds + 1):  # the first round warms up
+    for _ in tqdm(range(rounds + 1), desc="train_speed: heads", unit="round", mininterval=1):  # the first warms up
         for model, opt, times in runs.values():
             t = time.perf_counter()
             loss = losses.bce(model(x, y), y)
@@ -134,17 +142,21 @@ def heads(rounds: int = 5) -> None:
             times.append(time.perf_counter() - t)
     base = statistics.median(runs["independent"][2][1:])
     print(f"heads: a training step at the default size on the default data ({x.shape[0]} windows, {F}-wide frames)")
+    out = {}
     for name, (model, _, times) in runs.items():
         dt = statistics.median(times[1:])
+        out[name] = dt / base
         model.eval()
         t = time.perf_counter()
         continue_roll(model, x[:32], 64, Sampler("bernoulli", generator=torch.Generator().manual_seed(0)))
         gen = time.perf_counter() - t
         print(f"  {name:12s}: step median {dt * 1e3:.0f} ms ({dt / base:.2f}x the independent head's); "
               f"32 samples of 64 frames in {gen:.2f} s")
+    return out
 
 
-def time_to_quality(budget_s: float) -> None:
+def time_to_quality(budget_s: float) -> dict[str, float | None]:
+    """Seconds of training each trainer took to beat repeat-last's valid F1 (None: not within `budget_s`)."""
     from torch.utils.data import DataLoader
 
     from pipeline.baselines import repeat_last
@@ -169,8 +181,10 @@ def time_to_quality(budget_s: float) -> None:
         model.train()
         return c.summary()["f1"]
 
+    out = {}
     for name, stride, ratio in (("this trainer (fused, stride 16)", 16, 1.0),
                                 ("DeepMusician-style (stride 1, ratio 0.5, step loop)", 1, 0.5)):
+        bar = tqdm(desc=f"train_speed: time to quality, {name.split(' (')[0]}", unit="batch", mininterval=1)
         torch.manual_seed(0)
         train = Windows(Split(d, "train"), 32, stride, shuffle=True, seed=0)
         model = Seq2Seq(Config(n_features=train.meta.features, n_keys=K, hidden=256, layers=2, dropout=0.2, seq_len=32))
@@ -186,16 +200,21 @@ def time_to_quality(budget_s: float) -> None:
                 opt.step()
                 spent += time.perf_counter() - t
                 batches += 1
+                bar.update()  # after the step's clock stopped
                 if batches % 25 == 0:
                     score = f1(model)
+                    bar.set_postfix(valid_f1=f"{score:.3f}", training_s=f"{spent:.0f}", refresh=False)
                     if score > target:
                         reached = spent
                         break
                 if spent >= budget_s:
                     break
             epoch += 1
+        bar.close()
+        out[name] = reached
         print(f"  {name}: " + (f"beat the baseline after {reached:.0f} s of training ({batches} batches)" if reached
                                 else f"not beaten within {budget_s:.0f} s ({batches} batches)"))
+    return out
 
 
 def main() -> None:
@@ -206,13 +225,20 @@ def main() -> None:
     args = ap.parse_args()
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
-    if args.heads_only:
-        heads()
-        return
-    mfu(threads)
+    parts = []
+    if not args.heads_only:
+        m = mfu(threads)
+        parts.append("MFU " + ", ".join(f"{v:.0%} with {k}" for k, v in m.items()))
     if not args.mfu_only:
-        heads()
-        time_to_quality(args.budget_s)
+        h = heads()
+        parts.append("training step against the independent head's: "
+                     + ", ".join(f"{k} {v:.2f}x" for k, v in h.items() if k != "independent"))
+    if not (args.mfu_only or args.heads_only):
+        q = time_to_quality(args.budget_s)
+        parts.append("time to beat repeat-last " + ", ".join(
+            f"{k.split(' (')[0]} " + (f"not within {args.budget_s:.0f} s" if v is None else f"{v:.0f} s")
+            for k, v in q.items()))
+    print("train_speed: " + "; ".join(parts))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -85,6 +86,7 @@ def main(argv: list[str]) -> None:
     if len(argv) != 1:
         sys.exit("usage: python -m pipeline.acquire <source>")
     source = argv[0]
+    start = time.perf_counter()
     p = P.load()
     if source not in p.data.sources:
         sys.exit(f"acquire: source {source!r} is not in data.sources {p.data.sources}")
@@ -107,8 +109,9 @@ def main(argv: list[str]) -> None:
     reasons = Counter(skipped.column("reason").to_pylist())
     stored = [a for a in manifest.column("artifact").to_pylist() if a]
     mb = sum(b for b in manifest.column("bytes").to_pylist() if b) / 1e6
-    print(f"acquire {source}: {manifest.num_rows} MIDI files ({len(stored)} with bytes, {mb:.1f} MB) -> {out}; "
-          f"skipped {skipped.num_rows}" + (f" {dict(reasons)}" if reasons else ""))
+    print(f"acquire {source}: {manifest.num_rows} MIDI files ({len(stored)} with bytes, {mb:.1f} MB) in "
+          f"{time.perf_counter() - start:.0f} s -> {out}; skipped {skipped.num_rows}"
+          + (f" {dict(reasons)}" if reasons else ""))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ The test split is never read here, so choosing thresholds cannot leak test infor
 """
 from __future__ import annotations
 
+import time
+
 import torch
 from tqdm import tqdm
 
@@ -30,11 +32,13 @@ def calibrate(model, train: Split, valid: Split, batch_size: int, device) -> dic
     "baselines": the fitted baselines and the frequency baseline's best valid threshold}. Raises ValueError
     when the valid split has no sounding frame."""
     L, k, rep = model.cfg.seq_len, train.meta.n_keys, representations.of(train.meta.kind)
-    fitted = baselines.fit(rep.frame_windows(train, L, batch_size), k)
+    fitted = baselines.fit(tqdm(rep.frame_windows(train, L, batch_size), desc="calibrate (baselines, train)",
+                                unit="batch", mininterval=1), k)
     freq = torch.tensor(fitted["key_frequency"])
     model_sweep, freq_sweep = new_sweep(model), Sweep()
     model.to(device)
-    for x, y in tqdm(rep.frame_windows(valid, L, batch_size), desc="calibrate", unit="batch", leave=False):
+    for x, y in tqdm(rep.frame_windows(valid, L, batch_size), desc="calibrate (thresholds, valid)", unit="batch",
+                     mininterval=1):
         true = sounding(y, k)
         freq_sweep.add(sounding_prob(freq.expand_as(y), k), true)
         if rep.thresholded:
@@ -49,6 +53,7 @@ def calibrate(model, train: Split, valid: Split, batch_size: int, device) -> dic
 
 
 def main() -> None:
+    start = time.perf_counter()
     p = P.load()
     runtime.setup(p.seed)
     d = data_dir()
@@ -56,12 +61,15 @@ def main() -> None:
     model = load_model(valid.meta)
     result = calibrate(model, train, valid, p.evaluate.batch_size, runtime.device(p.train.device))
     write_json(CALIBRATION, result)
+    seqs = train.meta.sequences
+    fitted = (f"baselines fitted on train ({seqs['train']} sequences), thresholds on valid ({seqs['valid']}), in "
+              f"{time.perf_counter() - start:.0f} s")
     if result["threshold"] is None:
         print(f"calibrate: {train.meta.kind} model (no threshold); frequency baseline threshold "
-              f"{result['baselines']['frequency_threshold']:.3f} -> {CALIBRATION}")
+              f"{result['baselines']['frequency_threshold']:.3f}; {fitted} -> {CALIBRATION}")
     else:
-        print(f"calibrate: threshold {result['threshold']:.3f} maximises valid F1 ({result['valid_f1']:.3f}) -> "
-              f"{CALIBRATION}")
+        print(f"calibrate: threshold {result['threshold']:.3f} maximises valid F1 ({result['valid_f1']:.3f}); "
+              f"{fitted} -> {CALIBRATION}")
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ Baselines: repeat_last (the last frame again) and pitch_frequency (each key at i
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from pipeline import distributions, music, music_plot, representations, runtime
 from pipeline import params as P
@@ -31,7 +33,9 @@ from pipeline.rollout import reservoir, window_notes
 
 def real_windows(test: Split, frames: int, n: int, seed: int) -> list:
     """`n` test windows of `frames` frames, drawn uniformly (reservoir sampling: the split is streamed)."""
-    tiles = ((notes, a) for _, notes in test.notes()
+    sequences = tqdm(test.notes(), total=sum(map(len, test.lengths)), desc="evaluate (real windows)",
+                     unit="sequence", mininterval=1)
+    tiles = ((notes, a) for _, notes in sequences
              for a in range(0, notes.n_frames - frames + 1, frames))  # tiled, non-overlapping
     chosen, _ = reservoir(tiles, n, np.random.default_rng(seed))
     return [window_notes(notes, a, a + frames) for notes, a in chosen]
@@ -66,6 +70,7 @@ def margins(report: dict) -> dict:
 
 
 def main() -> None:
+    start = time.perf_counter()
     p = P.load()
     runtime.setup(p.seed)
     d = data_dir()
@@ -87,9 +92,13 @@ def main() -> None:
     write_json(PR_CURVE, rows)
     c, cb = result["continuation"]["model"], result["continuation"]["repeat_last"]
     lost = [k for k, v in report["versus_repeat_last"].items() if v <= 0]
-    print(f"evaluate: {n_windows} test windows ({test.meta.kind}); continuation F1 {c['f1']:.3f} "
-          f"(repeat-last {cb['f1']:.3f}), density {c['density_pred']:.2f} (true {c['density_true']:.2f}) -> {EVAL}"
-          + (f"\nWARNING: the model does not beat repeat-last on {', '.join(lost)}" if lost else ""))
+    if lost:  # before the closing line, which stays the stage's last
+        print(f"WARNING: the model does not beat repeat-last on {', '.join(lost)}")
+    ms = report["music"]
+    print(f"evaluate: {n_windows} test windows ({test.meta.kind}) in {time.perf_counter() - start:.0f} s; "
+          f"continuation F1 {c['f1']:.3f} (repeat-last {cb['f1']:.3f}), density {c['density_pred']:.2f} "
+          f"(true {c['density_true']:.2f}); music of {ms['samples']} samples beside {ms['real_windows']} real "
+          f"windows -> {EVAL}, {PR_CURVE}, {MUSIC_PNG}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -40,6 +41,7 @@ def render(midi: Path, wav: Path, soundfont: Path, sample_rate: int) -> None:
 
 
 def main() -> None:
+    start = time.perf_counter()
     p = P.load()
     soundfont = Path(p.render.soundfont)
     samples = json.loads(SAMPLE_INDEX.read_text())["samples"]
@@ -48,17 +50,17 @@ def main() -> None:
         tmp.mkdir(parents=True)
         rendered = {}
         if why is None:
-            for s in tqdm([s for s in samples if s["midi"]], desc="render", unit="sample", leave=False):
+            for s in tqdm([s for s in samples if s["midi"]], desc="render", unit="sample", mininterval=1):
                 wav = f"{s['name']}.wav"
                 render(SAMPLES / s["midi"], tmp / wav, soundfont, p.render.sample_rate)
                 rendered[s["name"]] = wav
         write_json(tmp / "index.json", {"rendered": why is None, "reason": why, "files": rendered,
                                         "soundfont": soundfont.name, "sample_rate": p.render.sample_rate})
     if why:
-        print(f"render: skipped: {why}")
+        print(f"render: skipped: {why} (the reason is recorded in {AUDIO / 'index.json'})")
     else:
         print(f"render: {len(rendered)} of {len(samples)} samples rendered to WAV "
-              f"({len(samples) - len(rendered)} without notes) -> {AUDIO}")
+              f"({len(samples) - len(rendered)} without notes) in {time.perf_counter() - start:.0f} s -> {AUDIO}")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def main() -> None:
         sys.exit("no metrics/eval.json yet: run `dvc repro`")
     print("\n".join(lines(json.loads(path.read_text()))))
     if REPORT.exists():
-        print(f"{'report':>12}: open data/report.html in a browser (pictures, audio, MIDI of every sample)")
+        print(f"{'report':>12}: open data/report.html in a browser (every sample plays there; pictures, MIDI, WAVs)")
 
 
 if __name__ == "__main__":

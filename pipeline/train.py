@@ -20,6 +20,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -127,7 +128,9 @@ def _truncate_logs(before_step: int) -> None:
         summary.unlink()
 
 
-def train(p: P.Params, dist: runtime.Dist | None = None) -> tuple[Seq2Seq, dict]:
+def train(p: P.Params, dist: runtime.Dist | None = None) -> tuple[Seq2Seq, dict, tuple[int, int]]:
+    """The model with its best weights, the best epoch's figures, and (the epoch this run resumed after, the
+    epochs done in all)."""
     if dist is None:  # a plain run: rank 0 of 1
         dist = runtime.Dist()
     t = p.train
@@ -185,7 +188,7 @@ def train(p: P.Params, dist: runtime.Dist | None = None) -> tuple[Seq2Seq, dict]
         ratio = t.teacher_forcing * t.teacher_forcing_decay ** epoch
         total, n = 0.0, 0
         bar = tqdm(train_loader, total=n_batches or len(train_loader), desc=f"epoch {epoch + 1}/{t.epochs}",
-                   unit="batch", leave=False, disable=not dist.main)
+                   unit="batch", mininterval=1, leave=False, disable=not dist.main)  # the epoch's line follows
         for i, (x, y) in enumerate(bar):
             if n_batches is not None and i >= n_batches:
                 break  # ranks step in lockstep
@@ -201,7 +204,7 @@ def train(p: P.Params, dist: runtime.Dist | None = None) -> tuple[Seq2Seq, dict]
             scaler.update()
             total += batch_loss.item() * len(x)
             n += len(x)
-            bar.set_postfix(loss=f"{total / n:.4f}")
+            bar.set_postfix(loss=f"{total / n:.4f}", refresh=False)  # shown at the next refresh, each second
         v = validate(model, valid_loader, loss, device, rep)
         sched.step(v["loss"]) if t.lr_schedule == "plateau" else sched.step()
         improved = v["loss"] < state["best"]["valid_loss"]
@@ -230,7 +233,7 @@ def train(p: P.Params, dist: runtime.Dist | None = None) -> tuple[Seq2Seq, dict]
     if live is not None:
         live.end()
     model.load_state_dict(state["best_state"])
-    return model, state["best"]
+    return model, state["best"], (start, state["epoch"])
 
 
 def _save_last(model, opt, sched, state: dict, stamp: str, finished: bool) -> None:
@@ -242,16 +245,21 @@ def _save_last(model, opt, sched, state: dict, stamp: str, finished: bool) -> No
 
 
 def main() -> None:
+    began = time.perf_counter()
     p = P.load()
     runtime.relaunch_under_torchrun("pipeline.train", p.train.processes, p.train.device)
     dist = runtime.init_distributed(p.train.device)
-    model, best = train(p, dist)
+    model, best, (resumed, done) = train(p, dist)
     if dist.main:
         ckpt = model.cpu().checkpoint()
         ckpt["best"] = best
         with atomic_path(MODEL) as tmp:
             torch.save(ckpt, tmp)
-        print(f"train: best valid loss {best['valid_loss']:.4f} at epoch {best['epoch']} -> {MODEL}")
+        took = time.perf_counter() - began
+        print(f"train: {done - resumed} epochs in " + (f"{took:.0f} s" if took < 90 else f"{took / 60:.1f} min")
+              + (f" (resumed after epoch {resumed})" if resumed else "")
+              + (f", stopped early at {done} of {p.train.epochs}" if done < p.train.epochs else "")
+              + f"; best valid loss {best['valid_loss']:.4f} at epoch {best['epoch']} -> {MODEL}")
     if dist.world > 1:
         torch.distributed.destroy_process_group()
 

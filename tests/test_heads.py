@@ -1,6 +1,9 @@
 """The NADE heads against brute force: a proper distribution over every frame, the right gradient, and decisions
 that follow its conditionals; the hold gate's mixture and its sustain-plane marginal computed by hand."""
 import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,9 +203,12 @@ def test_threshold_grid_counts_each_thresholds_decisions():
 def test_training_resumes_only_with_the_same_code():
     """The resume fingerprint covers the source of every pipeline module the trainer runs (a checkpoint written
     by other code is not finished by this code)."""
-    from pipeline import train
-
-    names = {f.name for f in train.code_files()}
+    # in a process of its own, as the stage runs: code_files() reads the loaded modules, and this test process
+    # has loaded whatever other test files import
+    out = subprocess.run([sys.executable, "-c", "from pipeline import train\n"
+                          "print(*(f.name for f in train.code_files()))"], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, check=True)
+    names = set(out.stdout.split())
     assert {"train.py", "model.py", "heads.py", "gru.py", "gru_gates.cpp", "dataset.py", "losses.py"} <= names
     assert "report.py" not in names  # not what trains
 

@@ -121,7 +121,8 @@ class PianoRoll(PianoRollCodec, Representation):
         counts, sweep = defaultdict(FrameCounts), new_sweep(model)
         freq = torch.tensor(cal["baselines"]["key_frequency"], device=device)
         model.to(device)
-        for x, y in tqdm(DataLoader(windows, batch_size=batch_size), desc="evaluate", unit="batch", leave=False):
+        for x, y in tqdm(DataLoader(windows, batch_size=batch_size), desc="evaluate (next frame, continuation)",
+                         unit="batch", mininterval=1):
             x, y = x.to(device), y.to(device)
             truth = Truth(x, y, k)
             out, prev = model.states(x, y), model.previous(x, y)

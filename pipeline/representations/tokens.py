@@ -111,7 +111,8 @@ class Tokens(TokenCodec, Representation):
         nll = {"model": 0.0, "unigram": 0.0}
         right = {"model": 0, "unigram": 0}
         n = 0
-        for x, y in DataLoader(Windows(test, L, L), batch_size=batch_size):
+        for x, y in tqdm(DataLoader(Windows(test, L, L), batch_size=batch_size), desc="evaluate (next token)",
+                         unit="batch", mininterval=1):
             x, y = x.to(device), y.to(device)
             logits = model(x, y).log_softmax(-1)
             nll["model"] -= float(logits.gather(-1, y.unsqueeze(-1)).sum())
@@ -137,7 +138,8 @@ class Tokens(TokenCodec, Representation):
                 score_baselines(counts, truth, cal, key_freq, fixed, ("continuation",))
             batch.clear()
 
-        for _, notes in tqdm(test.notes(), desc="evaluate (continuation)", unit="sequence", leave=False):
+        for _, notes in tqdm(test.notes(), total=sum(map(len, test.lengths)), desc="evaluate (continuation)",
+                             unit="sequence", mininterval=1):
             for a in window_starts(notes.n_frames, L, L):
                 batch.append((notes, a))
                 if len(batch) == batch_size:
