@@ -98,6 +98,7 @@ def run_stage(workdir: Path, workers: int, near: bool = True) -> dict:
     from pipeline import params as P
     from pipeline import prepare
 
+    prepare.use_system_allocator()  # as the stage's main does
     p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}}, "prepare": {"workers": workers},
                  **({} if near else {"dedupe": {"near": {"threshold": 0}}})})
     t = time.perf_counter()

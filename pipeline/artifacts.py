@@ -91,7 +91,7 @@ def _artifact_batches(path: Path, members: list[str], ids: list[str], numbers: l
         with tarfile.open(path, mode="r|*") as tf:
             for info in tf:
                 if info.name in wanted and info.isfile():
-                    picked.append(wanted[info.name])
+                    picked.append(wanted.pop(info.name))  # the first member of a name, as acquire kept it
                     blobs.append(tf.extractfile(info).read())
                     size += len(blobs[-1])
                     if len(picked) == BATCH_FILES or size >= BATCH_BYTES:

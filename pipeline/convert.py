@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -134,7 +135,9 @@ def licences(rows: list[dict], sources: list[str]) -> dict[str, dict[str, int]]:
     dataset_card.UNRECORDED. Sources in `sources` order, licences sorted."""
     out = {}
     for source in (s for s in sources if any(r["source"] == s for r in rows)):
+        mine = [r["file"] for r in rows if r["source"] == source]
         t = pq.read_table(RAW / source / "manifest.parquet", columns=["id", "license"])
+        t = t.filter(pc.is_in(t.column("id"), pa.array(mine, pa.string())))  # the selected files' rows only
         of = dict(zip(t.column("id").to_pylist(), t.column("license").to_pylist()))
         n = Counter(of.get(r["file"]) or dataset_card.UNRECORDED for r in rows if r["source"] == source)
         out[source] = dict(sorted(n.items()))

@@ -124,8 +124,11 @@ def front_matter(meta: Meta, schema: pa.Schema, sources: list[str], licences: di
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
+    """A Markdown table; a | inside a cell (a source's or licence's name) is escaped, not read as a column."""
+    def cell(c) -> str:
+        return str(c).replace("|", "\\|")
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+            *("| " + " | ".join(cell(c) for c in row) + " |" for row in rows)]
 
 
 def _columns_section(meta: Meta, schema: pa.Schema) -> list[str]:

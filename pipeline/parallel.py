@@ -38,6 +38,15 @@ def _run_chunk(fn: Callable[[T], R], chunk: list[T]) -> list[R]:
     return [fn(x) for x in chunk]
 
 
+def _submit(pool: ProcessPoolExecutor, fn: Callable[[T], R], chunk: list[T]):
+    """The chunk's future, or None where the pool broke (a worker died) since the last result was collected:
+    the chunk then waits for the next pool, as those lost with the old pool do."""
+    try:
+        return pool.submit(_run_chunk, fn, chunk)
+    except BrokenProcessPool:
+        return None
+
+
 def imap(fn: Callable[[T], R], items: Iterable[T], workers: int, chunk: int = 32,
          on_crash: Callable[[T], R] | None = None) -> Iterator[R]:
     """Like map(fn, items), in order, over `workers` processes (in-process when workers == 1)."""
@@ -50,11 +59,13 @@ def imap(fn: Callable[[T], R], items: Iterable[T], workers: int, chunk: int = 32
     try:
         while True:
             while len(pending) < 4 * workers and (batch := list(islice(it, chunk))):
-                pending.append((batch, pool.submit(_run_chunk, fn, batch)))
+                pending.append((batch, _submit(pool, fn, batch)))
             if not pending:
                 return
             batch, future = pending.popleft()
             try:
+                if future is None:
+                    raise BrokenProcessPool("the pool broke before this chunk was submitted")
                 results = future.result()
             except BrokenProcessPool:
                 if on_crash is None:
@@ -62,7 +73,7 @@ def imap(fn: Callable[[T], R], items: Iterable[T], workers: int, chunk: int = 32
                 pool.shutdown(wait=False, cancel_futures=True)
                 results = list(isolated(fn, batch, on_crash))
                 pool = ProcessPoolExecutor(max_workers=workers)
-                pending = deque((b, pool.submit(_run_chunk, fn, b)) for b, _ in pending)
+                pending = deque((b, _submit(pool, fn, b)) for b, _ in pending)
             yield from results
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -275,6 +275,12 @@ def _reject(row: dict, reason: str, message: str, track: int | None = None, dupl
                 reason=reason, message=message, duplicate_of=duplicate_of, notes=notes)
 
 
+def digest_hex(digest: bytes) -> str:
+    """A sha1 digest as held in Parsed.content_hash, as hex: numpy hands out an S20 value without its trailing zero
+    bytes, so they are put back."""
+    return digest.ljust(20, b"\0").hex()
+
+
 def _rows(files: pa.Table, numbers: np.ndarray, chunk: int = 4_096) -> Iterator[tuple[int, dict]]:
     """(number, manifest row as a dict) for the given file numbers, converted a chunk at a time."""
     for lo in range(0, len(numbers), chunk):
@@ -295,6 +301,10 @@ class Spill:
         blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         self._offset[file_no], self._size[file_no] = self._file.tell(), len(blob)
         self._file.write(blob)
+
+    def holds(self) -> np.ndarray:
+        """(n,) bool: the files whose result was put."""
+        return self._offset >= 0
 
     def get(self, file_no: int) -> dict:
         self._file.seek(int(self._offset[file_no]))
@@ -359,7 +369,10 @@ def _inspect_all(p: P.Params, cfg: Config, files: pa.Table, parse_these: np.ndar
                 k = res.pop("file_no")
                 digest = res.pop("content_hash", None)
                 if digest is not None:
-                    out.content_hash[k], out.hashed[k] = bytes.fromhex(digest), True
+                    raw = bytes.fromhex(digest)
+                    if len(raw) != 20:  # the array holds sha1 digests: another length would be cut or padded
+                        raise ValueError(f"prepare: a content hash of {len(raw)} bytes, not sha1's 20")
+                    out.content_hash[k], out.hashed[k] = raw, True
                 sigs = res.pop("near", None)
                 if near is not None and sigs is not None:
                     near.add(k, sigs)
@@ -485,9 +498,6 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     The bookkeeping is by file number (a file's row in the manifests) in numpy arrays and Arrow columns, so the
     main process holds tens of bytes a file, not Python objects: a web-scale corpus prepares in flat memory."""
     cfg = Config.from_params(p)
-    # Arrow's default allocator (mimalloc) keeps the pages of every large temporary it frees, so the stage's peak
-    # grew with the corpus; the system allocator hands them back (benchmarks/prepare_speed.py, docs/benchmarks.md)
-    pa.set_memory_pool(pa.system_memory_pool())
     smf.warm()  # the C event reader built (or loaded) here, once, not by each worker under its file's time guard
     files, skipped = load_manifests(p.data.sources)
     n = files.num_rows
@@ -515,6 +525,11 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     accounts = NoteAccounts()
     try:
         parsed = _inspect_all(p, cfg, files, parse_these, spill, index)
+        lost = np.flatnonzero(parse_these & ~spill.holds())
+        if len(lost):  # acquire vetted every member, so data/raw changed under it
+            raise RuntimeError(f"prepare: {len(lost)} files of the manifests are not in their artifacts (first: "
+                               f"{ids.take(pa.array(lost[:5])).to_pylist()}): rerun `dvc repro acquire` "
+                               "(data/raw no longer matches its manifest)")
         kept = parse_these.copy()
         content = np.full(n, -1, np.int64)  # the kept file each same-music copy repeats
         if p.dedupe.content:
@@ -543,7 +558,7 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
             group_ids = ids.take(pa.array(group_of[part])).to_pylist()
             closest = ids.take(pa.array(np.maximum(near.closest[part], 0))).to_pylist()
             for (k, r), group, near_of in zip(_rows(files, part), group_ids, closest):
-                _select(r, spill.get(k), cfg, group, parsed.content_hash[k].ljust(20, b"\0").hex(),
+                _select(r, spill.get(k), cfg, group, digest_hex(parsed.content_hash[k]),
                         song_key(r["composer"], r["title"]) if p.dedupe.by_title else None,
                         (near_of, float(near.similarity[k])) if near.closest[k] >= 0 else (None, None),
                         selected, rejects, accounts)
@@ -671,10 +686,11 @@ def dedupe_report(sources: pa.ChunkedArray | pa.Array, group_of: np.ndarray, son
     pairs = np.unique(group_of.astype(np.int64) * max(len(names), 1) + codes)  # each (group, source) once
     group, source = pairs // max(len(names), 1), pairs % max(len(names), 1)
     across: Counter = Counter()
-    several = np.flatnonzero(np.r_[group[1:] == group[:-1], False] | np.r_[False, group[1:] == group[:-1]])
-    for g in np.unique(group[several]).tolist():
-        srcs = sorted(names[s] for s in source[group == g].tolist())
-        across.update(f"{a}+{b}" for a, b in combinations(srcs, 2))
+    cuts = np.flatnonzero(np.r_[True, group[1:] != group[:-1], True])  # each group's run of its sources
+    for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+        if hi - lo > 1:
+            srcs = sorted(names[s] for s in source[lo:hi].tolist())
+            across.update(f"{a}+{b}" for a, b in combinations(srcs, 2))
     code, valid = _null_codes(songs)
     per_song = np.bincount(code[valid]) if valid.any() else np.zeros(0, np.int64)
     return {
@@ -688,7 +704,16 @@ def dedupe_report(sources: pa.ChunkedArray | pa.Array, group_of: np.ndarray, son
     }
 
 
+def use_system_allocator() -> None:
+    """Arrow's allocations in this process through the system allocator: Arrow's default (mimalloc) keeps the
+    pages of every large temporary it frees, which made the stage's peak grow with the corpus (about 20 MB more at
+    20,000 files; benchmarks/prepare_speed.py, docs/benchmarks.md). A process-wide setting, so the stage's entry
+    point makes it, not `run`."""
+    pa.set_memory_pool(pa.system_memory_pool())
+
+
 def main() -> None:
+    use_system_allocator()
     p = P.load()
     began = time.perf_counter()
     selected, rejects, near, report = run(p)

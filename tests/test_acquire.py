@@ -113,6 +113,13 @@ def test_batches_name_where_files_lie_and_read_back_exactly_the_wanted_ones(tmp_
             assert not any(b.blobs for b in batches) and all(b.members for b in batches)
         else:
             assert all(len(b.blobs) == len(b) for b in batches)
+    # several artifacts and rows without one, in no order: each batch's row numbers still name its files
+    mixed = [{"id": f"local/{m}", "artifact": a, "member": m} for k, m in enumerate(wanted)
+             for a in [("a.zip", "midi-00000.parquet", None, "")[k % 4]]]
+    batches = list(iter_batches(tmp_path, mixed[::-1]))
+    numbered = [(mixed[::-1][n]["id"], i) for b in batches for i, n in zip(b.ids, b.rows, strict=True)]
+    assert all(a == b for a, b in numbered)
+    assert sorted(i for _, i in numbered) == sorted(r["id"] for r in mixed if r["artifact"])
 
 
 def test_the_registry_lists_every_source_and_params_yaml_has_a_section_for_each():

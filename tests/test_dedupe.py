@@ -7,6 +7,7 @@ from pipeline.dedupe import (
     ContentKey,
     UnionFind,
     content_hash_of,
+    first_of_each,
     normalize,
     smallest_member,
     song_key,
@@ -159,3 +160,11 @@ def test_in_a_choral_file_bass_is_a_voice():
     assert {infer(0, False, n, choral=True).family for n in names} == {"ensemble"}
     assert infer(0, False, "Bass", choral=False).family == "bass"
     assert infer(33, False, "Bass", choral=True).family == "bass"  # an explicit program still wins
+
+
+def test_first_of_each_points_every_item_at_the_first_with_its_key():
+    keys = np.array([b"k1", b"k2\0", b"k1", b"k2\0", b"k3"], "S20")  # digests, a trailing zero included
+    valid = np.array([True, True, True, True, False])
+    assert first_of_each(keys, valid).tolist() == [0, 1, 0, 1, -1]
+    assert first_of_each(np.array([5, 3, 5, 3, 5])).tolist() == [0, 1, 0, 1, 0]
+    assert first_of_each(np.array([], np.int64)).tolist() == []

@@ -204,3 +204,50 @@ def test_the_report_counts_groups_shared_by_every_pair_of_sources():
     assert report["groups_across_sources"] == {"lakh+local": 2, "lakh+maestro": 1, "local+maestro": 1}
     assert report["title"] == {"files_sharing_a_song": 4}
     assert report["md5"] == {"dropped": 1} and report["near"]["pairs"] == 0
+
+
+# ---- the bookkeeping by file number (numpy arrays and Arrow columns, no Python object per file) -----------------
+
+def test_a_digest_ending_in_zero_bytes_keeps_them():
+    import hashlib
+
+    import numpy as np
+    digest = hashlib.sha1(b"x").digest()[:17] + b"\0\0\0"
+    held = np.zeros(1, "S20")
+    held[0] = digest
+    assert held[0] != digest  # numpy strips the trailing zeros when it hands the value out...
+    assert prepare.digest_hex(held[0]) == digest.hex()  # ...and they are put back
+
+
+def test_manifests_load_in_source_order_then_id_with_their_skips(tmp_path, monkeypatch):
+    import pyarrow as pa
+    monkeypatch.chdir(tmp_path)
+    for source, ids in (("b", ["b/z", "b/a", "b/m"]), ("a", [])):
+        d = tmp_path / "data" / "raw" / source
+        d.mkdir(parents=True)
+        cols = {c: pa.array([f"{i}-{c}" if c != "id" else i for i in ids], pa.string())
+                for c in prepare.ROW_COLUMNS}
+        pq.write_table(pa.table(cols), d / "manifest.parquet")
+    pq.write_table(pa.table({"id": ["b/q"], "source": ["b"], "reason": ["too_big"], "message": ["big"]}),
+                   tmp_path / "data" / "raw" / "b" / "skipped.parquet")
+    files, skipped = prepare.load_manifests(["b", "a"])
+    assert files.column("id").to_pylist() == ["b/a", "b/m", "b/z"]  # sorted by id, though written unsorted
+    assert files.column("md5").to_pylist() == ["b/a-md5", "b/m-md5", "b/z-md5"]  # rows kept whole
+    assert skipped.schema == prepare.REJECTS and skipped.to_pylist()[0]["reason"] == "too_big"
+    assert skipped.to_pylist()[0]["track"] is None
+    (tmp_path / "data" / "raw" / "a" / "manifest.parquet").unlink()
+    with pytest.raises(FileNotFoundError, match="acquire@a"):
+        prepare.load_manifests(["b", "a"])
+
+
+def test_the_spill_gives_back_each_result_by_file_number(tmp_path):
+    spill = prepare.Spill(5)
+    try:
+        spill.put(3, {"id": "c", "notes": [1, 2]})
+        spill.put(0, {"id": "a"})
+        assert spill.holds().tolist() == [True, False, False, True, False]
+        assert spill.get(3) == {"id": "c", "notes": [1, 2]} and spill.get(0) == {"id": "a"}
+        spill.put(1, {"id": "b"})  # a put after a get appends, never overwrites
+        assert spill.get(3)["id"] == "c" and spill.get(1) == {"id": "b"}
+    finally:
+        spill.close()
