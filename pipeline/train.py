@@ -19,11 +19,11 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
+import yaml
 from dvclive import Live
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -47,11 +47,18 @@ def windows(split: str, seq_len: int, stride: int, **kw) -> Windows:
     return w
 
 
+ROOT = Path(__file__).resolve().parents[1]  # the project: dvc.yaml beside the pipeline package
+
+
 def code_files() -> list[Path]:
-    """The project's code this process runs: every loaded pipeline module's source, and the C++ kernels."""
-    files = {Path(m.__file__) for name, m in list(sys.modules.items())
-             if (name == "pipeline" or name.startswith("pipeline.")) and getattr(m, "__file__", None)}
-    return sorted(files | {Path(__file__).with_name("gru_gates.cpp")})
+    """The code that trains: the files dvc.yaml lists as the train stage's code deps (those under pipeline/, the
+    C++ kernels included). tests/test_deps.py holds that list to the static import closure of pipeline.train
+    (imports inside functions included, such as pipeline/tokens.py for token runs; plumbing that cannot change an
+    output left out), so it is every module a run may execute, the same in every process, and DVC reruns the
+    stage on exactly these. Raises FileNotFoundError without dvc.yaml beside the package, KeyError without a
+    train stage in it."""
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
+    return sorted(ROOT / d for d in stage["deps"] if d.startswith("pipeline/"))
 
 
 def fingerprint(p: P.Params, d: Path) -> str:
@@ -60,7 +67,7 @@ def fingerprint(p: P.Params, d: Path) -> str:
     h = hashlib.sha256(json.dumps({"seed": p.seed, "model": p.model.model_dump(), "train": p.train.model_dump(),
                                    "transpose": list(p.represent.transpose)}, sort_keys=True).encode())
     for f in code_files():
-        h.update(f.name.encode() + f.read_bytes())
+        h.update(f.relative_to(ROOT).as_posix().encode() + f.read_bytes())
     for f in sorted(d.iterdir()):
         with open(f, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):

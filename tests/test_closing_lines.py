@@ -27,8 +27,7 @@ STAGES = [
     ("render", "render", (), "data/audio"),
     ("report", "report", (), "data/report.html"),
 ]
-# Run in a process of their own: tests/test_heads.py checks that the trainer's code fingerprint, which lists the
-# pipeline modules loaded in the process, leaves the report out.
+# Run in a process of their own, as `python -m pipeline.report`: the one stage whose main is also checked that way
 OWN_PROCESS = {"report"}
 
 
