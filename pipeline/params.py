@@ -282,12 +282,13 @@ def defaults() -> dict:
     return copy.deepcopy(_project())
 
 
-def _over(base: dict, over: dict) -> dict:
-    """`over` laid on `base`, as a new dict: a mapping merges key by key, any other value (a list too) replaces."""
+def overlay(base: dict, over: dict) -> dict:
+    """`over` laid on `base`, as a new dict: a mapping merges key by key, any other value (a list too) replaces.
+    How `parse` lays a few keys on params.yaml's values (and the tests their params on a repository's)."""
     out = dict(base)
     for key, value in over.items():
         nested = isinstance(value, dict) and isinstance(base.get(key), dict)
-        out[key] = _over(base[key], value) if nested else value
+        out[key] = overlay(base[key], value) if nested else value
     return out
 
 
@@ -298,7 +299,7 @@ def parse(raw: dict, origin: str = "params") -> Params:
     """
     if not isinstance(raw, dict):
         raise ParamsError(f"{origin}: expected a mapping at the top level, got {type(raw).__name__}")
-    return validate(_over(defaults(), raw), origin)
+    return validate(overlay(defaults(), raw), origin)
 
 
 def load(path: Path | str = PARAMS_FILE) -> Params:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.params import overlay
 from tests.conftest import FIXTURES, ROOT
 
 
@@ -47,11 +48,6 @@ def dvc(repo: Path, *args: str, ok: bool = True, extra_env: dict | None = None) 
     return run(repo, sys.executable, "-m", "dvc", *args, ok=ok, extra_env=extra_env)
 
 
-def merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(base.get(k, {}), v) if isinstance(v, dict) else v
-    return out
 
 
 def make_repo(dest: Path, params: dict) -> Path:
@@ -72,7 +68,7 @@ def make_repo(dest: Path, params: dict) -> Path:
 
 def set_params(repo: Path, over: dict) -> None:
     path = repo / "params.yaml"
-    path.write_text(yaml.safe_dump(merge(yaml.safe_load(path.read_text()), over), sort_keys=False))
+    path.write_text(yaml.safe_dump(overlay(yaml.safe_load(path.read_text()), over), sort_keys=False))
 
 
 # params that make every stage after acquire take seconds. One torch thread for training (see env()): measured on
@@ -90,7 +86,7 @@ TINY = {
 def built_params(local: Path) -> dict:
     """The shared run's params: TINY over 16 Bach chorales (music21) and the fixture folder (local: its junk,
     broken files and duplicates reach prepare's rejects), 3 samples of 4 beats."""
-    return merge(TINY, {"data": {"sources": ["music21", "local"], "music21": {"composers": ["bach"], "max_files": 16},
+    return overlay(TINY, {"data": {"sources": ["music21", "local"], "music21": {"composers": ["bach"], "max_files": 16},
                                  "local": {"path": str(local)}},
                         "generate": {"n_samples": 3, "length": 4}})
 

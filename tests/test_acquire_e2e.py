@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import real_files
-from tests.dvcrepo import TINY, dvc, env, make_repo, merge, set_params
+from tests.dvcrepo import TINY, dvc, env, make_repo, overlay, set_params
 from tests.fakesite import Bitmidi, Site, lmd_tar, maestro_zip
 
 pytestmark = pytest.mark.slow
@@ -38,7 +38,7 @@ def _sum(algo, data):
 def repo(remote, tmp_path):
     """A fresh repository per test (a copy of files, no run), so that no test sees another's downloads."""
     f = remote.files
-    params = merge(TINY, {"data": {
+    params = overlay(TINY, {"data": {
         "sources": ["maestro", "lakh", "bitmidi"],
         "http": {"backoff_s": 0.01},
         "maestro": {"url": remote.url("/maestro/maestro-v3.0.0-midi.zip"),

@@ -12,7 +12,7 @@ import yaml
 
 from pipeline.params import PROJECT_PARAMS
 from tests.conftest import ROOT
-from tests.dvcrepo import TINY, merge
+from tests.dvcrepo import TINY, overlay
 
 # (the name its closing line starts with, its module under pipeline/, arguments, a path the line names: where the
 # output went, or None where the stage's line does not name one yet)
@@ -41,7 +41,7 @@ def _stdout(module: str, args: tuple, capsys) -> str:
 
 
 def test_every_stage_ends_with_a_closing_line_naming_what_it_wrote(midi_folder, tmp_path, monkeypatch, capsys):
-    params = merge(yaml.safe_load(PROJECT_PARAMS.read_text()), merge(TINY, {
+    params = overlay(yaml.safe_load(PROJECT_PARAMS.read_text()), overlay(TINY, {
         "data": {"sources": ["local"], "local": {"path": str(midi_folder)}},
         "prepare": {"workers": 1}, "generate": {"n_samples": 2, "length": 2}}))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

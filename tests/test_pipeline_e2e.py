@@ -8,13 +8,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from tests.dvcrepo import TINY, dvc, make_repo, merge
+from tests.dvcrepo import TINY, dvc, make_repo, overlay
 
 pytestmark = pytest.mark.slow
 
 
 def test_invalid_params_fail_before_any_work(tmp_path):
-    repo = make_repo(tmp_path / "repo", merge(TINY, {"train": {"epochs": -1}}))
+    repo = make_repo(tmp_path / "repo", overlay(TINY, {"train": {"epochs": -1}}))
     proc = dvc(repo, "repro", ok=False)
     assert proc.returncode != 0
     assert "train.epochs" in proc.stdout + proc.stderr
