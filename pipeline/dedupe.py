@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline import measures_native
 from pipeline.quality import sorted_unique
 
 DRUM_OFFSET = 128  # drum notes keep their own key space: never transposed, never equal to a pitched note
@@ -32,7 +33,28 @@ class ContentKey:
 def content_hash_of(tracks: list[tuple[bool, np.ndarray, np.ndarray]], tpq: int,
                     key: ContentKey = ContentKey()) -> str | None:
     """sha1 of the sorted set of (onset step, pitch) over a file's parts, given as (is_drum, onset ticks,
-    pitches) each; None for a file without notes. prepare passes its own drum decision for each part."""
+    pitches) each; None for a file without notes. prepare passes its own drum decision for each part.
+
+    The pairs come from C (measures_native.content_pairs) where they can, else from content_hash_reference:
+    the same pairs, so the same hash."""
+    if not tracks:
+        return None
+    pairs = measures_native.content_pairs(tracks, tpq, key.steps_per_beat, key.transpose_invariant, DRUM_OFFSET)
+    if pairs is None:
+        return content_hash_reference(tracks, tpq, key)
+    return _digest(pairs)
+
+
+def _digest(pairs: np.ndarray) -> str:
+    # 4 bytes a pair whenever they fit (all but absurdly long files): half the bytes to hash; the choice
+    # depends only on the pairs, so the same music always hashes the same
+    width = "<u4" if pairs[-1] < 1 << 32 else "<i8"
+    return hashlib.sha1(pairs.astype(width).tobytes()).hexdigest()
+
+
+def content_hash_reference(tracks: list[tuple[bool, np.ndarray, np.ndarray]], tpq: int,
+                           key: ContentKey = ContentKey()) -> str | None:
+    """content_hash_of in numpy: the rule note_measures.c's pairs are held to."""
     if not tracks:
         return None
     t = np.concatenate([s for _, s, _ in tracks]).astype(np.float64)
@@ -47,11 +69,8 @@ def content_hash_of(tracks: list[tuple[bool, np.ndarray, np.ndarray]], tpq: int,
                       [len(p) for _, _, p in tracks])
     p = np.concatenate([p for _, _, p in tracks]).astype(np.int32) + shift
     small = t.max() < 1 << 22  # step * 512 + pitch fits in int32: sorts twice as fast
-    pairs = sorted_unique(t.astype(np.int32 if small else np.int64) * 512 + p)  # a set: unisons and repeats collapse
-    # 4 bytes a pair whenever they fit (all but absurdly long files): half the bytes to hash; the choice
-    # depends only on the pairs, so the same music always hashes the same
-    width = "<u4" if pairs[-1] < 1 << 32 else "<i8"
-    return hashlib.sha1(pairs.astype(width).tobytes()).hexdigest()
+    # a set: unisons and repeats collapse. Parts come in onset order, so the pairs are sorted runs
+    return _digest(sorted_unique(t.astype(np.int32 if small else np.int64) * 512 + p, runs=True))
 
 
 _VERSION = re.compile(r"(_v\d+|\.\d+|_\d{1,2}|\s*\(\d+\)|[\s_-]+copy|[\s_-]+v\d+)$", re.I)

@@ -50,6 +50,7 @@ class Native(NamedTuple):
     what: str             # <fallback>"
     fallback: str
     switch: str           # the environment variable that, set to 0, turns it off
+    others: tuple = ()    # the library's other entry points: (name, ctypes signature) pairs, each returning a C int
 
 
 def library_path(source: str, cc: list[str], stem: str, flags: tuple[str, ...]) -> Path:
@@ -79,9 +80,10 @@ def build(source: str, cc: list[str], target: Path, flags: tuple[str, ...]) -> N
 
 def _load(path: Path, spec: Native) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
-    f = getattr(lib, spec.stem)
-    f.argtypes = list(spec.argtypes)
-    f.restype = ctypes.c_int
+    for name, argtypes in ((spec.stem, spec.argtypes), *spec.others):
+        f = getattr(lib, name)
+        f.argtypes = list(argtypes)
+        f.restype = ctypes.c_int
     return lib
 
 
@@ -112,3 +114,16 @@ def load(spec: Native) -> ctypes.CDLL | None:
 def enabled(spec: Native) -> bool:
     """False where the library's switch is 0: its caller then runs the reference code."""
     return os.environ.get(spec.switch, "1") != "0"
+
+
+_loaded: dict[str, ctypes.CDLL | None] = {}
+
+
+def library(spec: Native) -> ctypes.CDLL | None:
+    """`load(spec)` where its switch is on, else None: what a caller asks for each file. Memoised by the
+    library's stem (load's own cache hashes the whole spec on every call, a few microseconds a file)."""
+    if not enabled(spec):
+        return None
+    if spec.stem not in _loaded:
+        _loaded[spec.stem] = load(spec)
+    return _loaded[spec.stem]

@@ -131,9 +131,15 @@ def shingles(start: np.ndarray, pitch: np.ndarray, intervals: int) -> np.ndarray
 
 
 @functools.cache
-def _permutations(num_perm: int, seed: int):
-    from datasketch import MinHash
-    return MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+def _permutations(num_perm: int, seed: int) -> np.ndarray:
+    """datasketch's "affine32" permutations for (num_perm, seed), (2, num_perm) uint32 rows a, b: its draws
+    (datasketch 2.0, MinHash._init_permutations) from numpy's RandomState(seed), a odd in [1, 2^32), then b in
+    [0, 2^32). Drawn here rather than asked of datasketch, whose import loads scipy (0.4 s): prepare's workers need
+    these and are forked before datasketch is wanted (tests/test_near_duplicates.py holds them to datasketch's)."""
+    gen = np.random.RandomState(seed)
+    a = gen.randint(0, 1 << 31, num_perm, dtype=np.uint32) * np.uint32(2) + np.uint32(1)
+    b = gen.randint(0, 1 << 32, num_perm, dtype=np.uint32)
+    return np.array([a, b])
 
 
 @functools.cache
@@ -156,12 +162,11 @@ def signatures(parts: list[tuple[np.ndarray, np.ndarray]], key: NearKey) -> np.n
         if len(start) != len(pitch):
             raise ValueError(f"near-duplicate signatures: part {k} has {len(start)} onsets but {len(pitch)} "
                              "pitches")
-    if native.enabled(NEAR_SIGNATURES):
-        lib = native.load(NEAR_SIGNATURES)
-        if lib is not None:
-            out = _signatures_native(lib, parts, key)
-            if out is not None:
-                return out
+    lib = native.library(NEAR_SIGNATURES)
+    if lib is not None:
+        out = _signatures_native(lib, parts, key)
+        if out is not None:
+            return out
     return signatures_reference(parts, key)
 
 
@@ -219,11 +224,34 @@ def signatures_reference(parts: list[tuple[np.ndarray, np.ndarray]], key: NearKe
 
 
 @functools.cache
+@functools.cache
 def bands(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(b bands, r rows each) for LSH at `threshold`, as datasketch's MinHashLSH chooses them with LSH_WEIGHTS."""
-    from datasketch import MinHashLSH
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=LSH_WEIGHTS)
-    return lsh.b, lsh.r
+    """(b bands, r rows each), b * r <= num_perm, for LSH at `threshold`: the pair that minimises LSH_WEIGHTS'
+    weighted sum of the false positive and false negative areas, the integrals over the similarity s of the
+    candidate probability 1 - (1 - s^r)^b below the threshold and of its complement above it (Leskovec,
+    Rajaraman & Ullman, Mining of Massive Datasets, 3.4), the first such pair in (b, r) order. That is how
+    datasketch's MinHashLSH chooses them; it integrates with scipy's quad, this with composite Gauss-Legendre
+    (64 panels of 16 nodes each side: the same choice on every threshold from 0.05 to 0.95 by 0.05 at 16 to 512
+    permutations, tests/test_near_duplicates.py), 40 ms at 256 permutations and no datasketch and scipy import
+    (0.4 s) in prepare's main process."""
+    x, w = np.polynomial.legendre.leggauss(16)
+
+    def nodes(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+        edges = np.linspace(lo, hi, 65)
+        half = (edges[1:] - edges[:-1])[:, None] / 2
+        return (((edges[:-1] + edges[1:])[:, None] / 2) + half * x).ravel(), (half * w).ravel()
+
+    b = np.concatenate([np.full(num_perm // k, k) for k in range(1, num_perm + 1)]).astype(np.float64)
+    r = np.concatenate([np.arange(1, num_perm // k + 1) for k in range(1, num_perm + 1)]).astype(np.float64)
+    (s_lo, w_lo), (s_hi, w_hi) = nodes(0.0, threshold), nodes(threshold, 1.0)
+    error = np.empty(len(b))
+    for lo in range(0, len(b), 256):  # a few MB at a time
+        bb, rr = b[lo:lo + 256, None], r[lo:lo + 256, None]
+        false_positive = (1 - (1 - s_lo ** rr) ** bb) @ w_lo
+        false_negative = ((1 - s_hi ** rr) ** bb) @ w_hi
+        error[lo:lo + 256] = LSH_WEIGHTS[0] * false_positive + LSH_WEIGHTS[1] * false_negative
+    k = int(np.argmin(error))
+    return int(b[k]), int(r[k])
 
 
 class NearIndex:
@@ -233,9 +261,8 @@ class NearIndex:
 
     def __init__(self, key: NearKey) -> None:
         self.key = key
-        # datasketch's import (0.4 s: it loads scipy), the permutations and the C signature pass, done here,
-        # before prepare's pool forks its workers, so that they inherit them instead of each paying for them
-        bands(key.threshold, key.num_perm)
+        # the permutations and the C signature pass, done here, before prepare's pool forks its workers, so that
+        # they inherit them instead of each paying for them (neither imports datasketch: its import loads scipy)
         _permutation_arrays(key.num_perm, key.seed)
         if native.enabled(NEAR_SIGNATURES):  # and the C signatures built or loaded
             native.load(NEAR_SIGNATURES)

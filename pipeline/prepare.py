@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from functools import partial
 from itertools import combinations
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from pipeline import gm, quality, smf
+from pipeline import gm, measures_native, quality, smf
 from pipeline import params as P
 from pipeline.artifacts import Batch, iter_batches, read_batch
 from pipeline.atomic import atomic_path, write_json
@@ -134,8 +134,16 @@ def _timing_problem(song: smf.Song, cfg: Config) -> tuple[str, str] | None:
 def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
     id_, data = item
     try:
-        parse(data)  # symusic's checks of the bytes, and its reasons for a broken file
-        song = smf.read(data)
+        try:
+            song = smf.read(data)
+        except MidiError:
+            parse(data)  # symusic's reason where it rejects the file too, as for every broken file
+            raise
+        if song.irregular:
+            # symusic, a strict parser, checks the bytes and gives its reason for a broken file. It is asked only
+            # here: a file without an irregularity is one it accepts (tests/test_smf_irregular.py), and its
+            # parse was a sixth of a file's time
+            parse(data)
     except MidiError as e:
         return {"id": id_, "reason": e.reason, "message": str(e)}
     ignored = _ignored(song)
@@ -177,31 +185,29 @@ def _inspect(item: tuple[str, bytes], cfg: Config) -> dict:
     groups = [picked] if cfg.mode == "files" else [[t] for t in picked]
     for tracks in groups:
         parts = [song.parts[t[0]] for t in tracks]
-        start = np.concatenate([p.start for p in parts]).astype(np.float64) / tpq
-        end = np.concatenate([p.end for p in parts]).astype(np.float64) / tpq
+        start = np.concatenate([p.start for p in parts])
+        end = np.concatenate([p.end for p in parts])
         pitch = np.concatenate([p.pitch for p in parts])
         # pitch-class entropy and repetitiveness look at the pitched notes: a drum kit's keys are not pitches, and
         # a steady beat repeats by design
-        pitched_parts = [p for p, t in zip(parts, tracks) if not t[2]]
-        pitched = np.concatenate([p.pitch for p in pitched_parts] or [np.empty(0, np.int16)])
-        pitched_start = np.concatenate([p.start for p in pitched_parts] or [np.empty(0, np.int64)]) / tpq
+        pitched = np.repeat([not t[2] for t in tracks], [len(p) for p in parts])
+        m = quality.sequence_measures(start, end, pitch, pitched, tpq, cfg.window_beats)
         on = cfg.limits
+        # measured only when their filter is on: some cost as much as the parse
+        beats = (start / tpq, end / tpq) if on["max_polyphony"] or on["min_unique_pitches"] else None
         seq = {"track": None if cfg.mode == "files" else tracks[0][0],
                "tracks": [t[0] for t in tracks], "programs": [t[1] for t in tracks],
                "is_drum": [t[2] for t in tracks], "families": [t[3] for t in tracks],
                "inferred": [t[4] for t in tracks], "timing": [t[5] for t in tracks],
                "off_grid": [t[6] for t in tracks], "instruments": len({(t[1], t[2]) for t in tracks}),
-               "n_notes": len(pitch), "beats": quality.span_beats(start, end),
-               # measured only when their filter is on: some cost as much as the parse
-               "max_polyphony": quality.max_polyphony(start, end) if on["max_polyphony"] else None,
-               "unique_pitches": (quality.unique_pitches_per_window(start, pitch, cfg.window_beats)
+               "n_notes": len(pitch), "beats": m["beats"],
+               "max_polyphony": quality.max_polyphony(*beats) if on["max_polyphony"] else None,
+               "unique_pitches": (quality.unique_pitches_per_window(beats[0], pitch, cfg.window_beats)
                                   if on["min_unique_pitches"] else None),
-               "pitch_class_entropy": quality.pitch_class_entropy(pitched) if on["min_pitch_class_entropy"] else None,
-               "longest_silence": quality.longest_silence(start, end) if on["max_silence_beats"] else None,
-               "notes_per_beat": (quality.max_notes_per_beat(start, cfg.window_beats)
-                                  if on["max_notes_per_beat"] else None),
-               "chunk_divergence": (quality.chunk_divergence(pitched_start, pitched, cfg.window_beats)
-                                    if on["min_chunk_divergence"] else None)}
+               "pitch_class_entropy": m["pitch_class_entropy"] if on["min_pitch_class_entropy"] else None,
+               "longest_silence": m["longest_silence"] if on["max_silence_beats"] else None,
+               "notes_per_beat": m["notes_per_beat"] if on["max_notes_per_beat"] else None,
+               "chunk_divergence": m["chunk_divergence"] if on["min_chunk_divergence"] else None}
         reason = quality.reject_reason(seq, cfg.limits)
         if reason:
             seq["reason"], seq["message"] = reason
@@ -225,16 +231,41 @@ def _crashed(item: tuple[str, bytes]) -> dict:
             "message": "the parsing process was killed (out of memory or a crash in the parser)"}
 
 
-def inspect_batch(batch: Batch, cfg: Config) -> list[dict]:
+class Inspected(NamedTuple):
+    """One file's result as a worker hands it to the main process: what the main process uses while the pool
+    runs, and the rest of `inspect`'s dict already pickled (the worker's time, not the main process's, which
+    parks it in the Spill as it is)."""
+    file_no: int
+    content_hash: bytes | None  # the sha1 digest (20 bytes), None where the file has no notes
+    near: np.ndarray | None     # the parts' near-duplicate signatures
+    usable: bool                # the file yields at least one sequence
+    notes_in: int | None
+    recovered: int
+    ignored: dict
+    rest: bytes                 # pickle of the rest of the dict
+
+
+def pack(res: dict, file_no: int) -> Inspected:
+    """`inspect`'s dict as an Inspected. Raises ValueError for a content hash that is not a sha1 digest."""
+    digest = res.pop("content_hash", None)
+    raw = None if digest is None else bytes.fromhex(digest)
+    if raw is not None and len(raw) != 20:  # the array holds sha1 digests: another length would be cut or padded
+        raise ValueError(f"prepare: a content hash of {len(raw)} bytes, not sha1's 20")
+    usable = "reason" not in res and any("reason" not in s for s in res["sequences"])
+    return Inspected(file_no, raw, res.pop("near", None), usable, res.get("notes_in"), res.get("recovered", 0),
+                     res.get("ignored", {}), pickle.dumps(res, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def inspect_batch(batch: Batch, cfg: Config) -> list[Inspected]:
     """A worker reads its batch's bytes itself (decompressing them in parallel) and inspects each file; each
-    result carries its file's number (`file_no`, from the batch's rows)."""
-    return [{**inspect(item, cfg), "file_no": k} for item, k in zip(read_batch(batch), batch.rows, strict=True)]
+    result carries its file's number (from the batch's rows)."""
+    return [pack(inspect(item, cfg), k) for item, k in zip(read_batch(batch), batch.rows, strict=True)]
 
 
-def _crashed_batch(batch: Batch, cfg: Config) -> list[dict]:
+def _crashed_batch(batch: Batch, cfg: Config) -> list[Inspected]:
     """A batch whose process died: rerun its files one process each, so only the file that kills one is lost."""
     results = isolated(partial(inspect, cfg=cfg), read_batch(batch), _crashed)
-    return [{**res, "file_no": k} for res, k in zip(results, batch.rows, strict=True)]
+    return [pack(res, k) for res, k in zip(results, batch.rows, strict=True)]
 
 
 SEQUENCE_COLUMNS = ("tracks", "programs", "is_drum", "families", "inferred", "timing", "off_grid", "instruments",
@@ -297,8 +328,8 @@ class Spill:
         self._offset = np.full(n, -1, np.int64)
         self._size = np.zeros(n, np.int32)
 
-    def put(self, file_no: int, result: dict) -> None:
-        blob = pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    def put(self, file_no: int, blob: bytes) -> None:
+        """Park a result, pickled (Inspected.rest)."""
         self._offset[file_no], self._size[file_no] = self._file.tell(), len(blob)
         self._file.write(blob)
 
@@ -344,14 +375,15 @@ class Parsed:
     #                           when it hands one out: pad it back to 20)
     hashed: np.ndarray        # bool: the file was parsed and has notes (content_hash is set)
     usable: np.ndarray        # bool: the file yields at least one sequence
+    notes_in: np.ndarray      # int64: the file's note-ons, -1 where it was not read (a copy's reject row needs them)
 
 
 def _inspect_all(p: P.Params, cfg: Config, files: pa.Table, parse_these: np.ndarray, spill: Spill,
-                 near: NearIndex | None) -> Parsed:
+                 near: NearIndex | None, accounts: NoteAccounts) -> Parsed:
     """Parse the files where `parse_these` ((n,) bool) in the pool; park each result in `spill` and its parts'
-    near-duplicate signatures in `near`, both by file number."""
+    near-duplicate signatures in `near`, both by file number, and count its notes in `accounts`."""
     n = files.num_rows
-    out = Parsed(np.zeros(n, "S20"), np.zeros(n, bool), np.zeros(n, bool))
+    out = Parsed(np.zeros(n, "S20"), np.zeros(n, bool), np.zeros(n, bool), np.full(n, -1, np.int64))
     where = files.select(["id", "artifact", "member"])
 
     def batches():
@@ -366,18 +398,16 @@ def _inspect_all(p: P.Params, cfg: Config, files: pa.Table, parse_these: np.ndar
     with tqdm(total=int(parse_these.sum()), desc="prepare", unit="file", mininterval=1) as bar:
         for batch_results in work:
             for res in batch_results:
-                k = res.pop("file_no")
-                digest = res.pop("content_hash", None)
-                if digest is not None:
-                    raw = bytes.fromhex(digest)
-                    if len(raw) != 20:  # the array holds sha1 digests: another length would be cut or padded
-                        raise ValueError(f"prepare: a content hash of {len(raw)} bytes, not sha1's 20")
-                    out.content_hash[k], out.hashed[k] = raw, True
-                sigs = res.pop("near", None)
-                if near is not None and sigs is not None:
-                    near.add(k, sigs)
-                out.usable[k] = "reason" not in res and any("reason" not in s for s in res["sequences"])
-                spill.put(k, res)
+                k = res.file_no
+                if res.content_hash is not None:
+                    out.content_hash[k], out.hashed[k] = res.content_hash, True
+                if near is not None and res.near is not None:
+                    near.add(k, res.near)
+                out.usable[k] = res.usable
+                if res.notes_in is not None:
+                    out.notes_in[k] = res.notes_in
+                accounts.add(res.notes_in, res.recovered, res.ignored)
+                spill.put(k, res.rest)
             bar.update(len(batch_results))
     return out
 
@@ -460,10 +490,11 @@ class NoteAccounts:
         self.notes_in = self.recovered = 0
         self.ignored: Counter = Counter()
 
-    def add(self, res: dict) -> None:
-        self.notes_in += res.get("notes_in") or 0
-        self.recovered += res.get("recovered", 0)
-        self.ignored.update(res.get("ignored", {}))
+    def add(self, notes_in: int | None, recovered: int, ignored: dict[str, int]) -> None:
+        """A file read: its note-ons (None where it could not be read), recovered notes and ignored values."""
+        self.notes_in += notes_in or 0
+        self.recovered += recovered
+        self.ignored.update(ignored)
 
     @staticmethod
     def check(id_: str, notes_in: int | None, kept: int, dropped: int) -> None:
@@ -498,7 +529,10 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     The bookkeeping is by file number (a file's row in the manifests) in numpy arrays and Arrow columns, so the
     main process holds tens of bytes a file, not Python objects: a web-scale corpus prepares in flat memory."""
     cfg = Config.from_params(p)
-    smf.warm()  # the C event reader built (or loaded) here, once, not by each worker under its file's time guard
+    # the C event reader and note measures built (or loaded) here, once, not by each worker under its file's time
+    # guard (NearIndex does the same for the near-duplicate signatures)
+    smf.warm()
+    measures_native.library()
     files, skipped = load_manifests(p.data.sources)
     n = files.num_rows
     ids = files.column("id")
@@ -524,7 +558,7 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     index = NearIndex(cfg.near) if cfg.near else None
     accounts = NoteAccounts()
     try:
-        parsed = _inspect_all(p, cfg, files, parse_these, spill, index)
+        parsed = _inspect_all(p, cfg, files, parse_these, spill, index, accounts)
         lost = np.flatnonzero(parse_these & ~spill.holds())
         if len(lost):  # acquire vetted every member, so data/raw changed under it
             raise RuntimeError(f"prepare: {len(lost)} files of the manifests are not in their artifacts (first: "
@@ -540,12 +574,12 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
                 else no_near(n))
         kept[near.dropped] = False
         dup = np.flatnonzero(content >= 0)
-        _reject_copies(files, dup, content[dup], ["the same music as {}"] * len(dup), "duplicate_content", spill,
-                       rejects, accounts)
+        _reject_copies(files, dup, content[dup], ["the same music as {}"] * len(dup), "duplicate_content",
+                       parsed.notes_in, rejects)
         _reject_copies(files, near.dropped, near.copies,
                        [f"a near-copy of {{}} (estimated Jaccard {x:.3f} of their most similar parts, "
                         f"dedupe.near.drop_above={p.dedupe.near.drop_above:g})"
-                        for x in near.dropped_similarity.tolist()], "near_duplicate", spill, rejects, accounts)
+                        for x in near.dropped_similarity.tolist()], "near_duplicate", parsed.notes_in, rejects)
         groups.join_by(parsed.content_hash, parsed.hashed)  # same music joins a group, dropped or not
         groups.union_pairs(near.a, near.b)
         songs = song_keys(files, p.dedupe.by_title)
@@ -580,24 +614,24 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
 
 
 def _reject_copies(files: pa.Table, copies: np.ndarray, originals: np.ndarray, messages: list[str], reason: str,
-                   spill: Spill, rejects: Rows, accounts: NoteAccounts, chunk: int = 4_096) -> None:
+                   notes_in: np.ndarray, rejects: Rows, chunk: int = 4_096) -> None:
     """Reject rows for files dropped as copies ((m,) file numbers) of kept ones ((m,) file numbers), each with its
-    message (a format with {} for the kept file's id) and all its notes, a chunk at a time."""
+    message (a format with {} for the kept file's id) and all its notes (notes_in, by file number; -1: unknown),
+    a chunk at a time."""
     ids = files.column("id")
     for lo in range(0, len(copies), chunk):
         kept = ids.take(pa.array(originals[lo:lo + chunk], pa.int64())).to_pylist()
-        for (k, r), original, message in zip(_rows(files, copies[lo:lo + chunk]), kept, messages[lo:lo + chunk]):
-            res = spill.get(k)
-            accounts.add(res)
+        notes = notes_in[copies[lo:lo + chunk]].tolist()
+        for (_, r), original, message, n_notes in zip(_rows(files, copies[lo:lo + chunk]), kept,
+                                                      messages[lo:lo + chunk], notes):
             rejects.append(_reject(r, reason, message.format(original), duplicate_of=original,
-                                   notes=res.get("notes_in")))
-            accounts.check(r["id"], res.get("notes_in"), 0, res.get("notes_in"))
+                                   notes=n_notes if n_notes >= 0 else None))
 
 
 def _select(r: dict, res: dict, cfg: Config, group: str, content_hash: str, song: str | None,
             closest: tuple[str | None, float | None], selected: Rows, rejects: Rows, accounts: NoteAccounts) -> None:
-    """A kept file's selected sequences and its rejected tracks and sequences, its notes accounted for."""
-    accounts.add(res)
+    """A kept file's selected sequences and its rejected tracks and sequences, its notes accounted for (its
+    totals were added to `accounts` as it was read)."""
     kept_notes = dropped_notes = 0
     for d in res.get("dropped", []):
         rejects.append(_reject(r, d["reason"], d["message"], track=d["track"], notes=d["notes"]))

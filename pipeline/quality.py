@@ -6,13 +6,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline import measures_native
 
-def sorted_unique(a: np.ndarray) -> np.ndarray:
+
+def sorted_unique(a: np.ndarray, runs: bool = False) -> np.ndarray:
     """np.unique for integer arrays by sort-and-compare: several times faster than its hash path here.
 
-    The default sort, not a stable one: equal integers are indistinguishable, and numpy's default for int64
-    is a SIMD sort (AVX2/AVX-512) about 8x faster than its stable timsort on a few thousand notes."""
-    a = np.sort(a)
+    `runs`: `a` is made of long sorted runs (notes in part order, each part by onset); then numpy's timsort,
+    which merges runs in near-linear time (on the 4,000 notes of a Lakh file: 22 us against 45 us with the
+    default sort for int32, 87 us for int64), else the default sort (3x faster than timsort on shuffled values).
+    Equal integers are indistinguishable, so both give the same result."""
+    a = np.sort(a, kind="stable" if runs else None)
     if len(a) < 2:
         return a
     keep = np.empty(len(a), bool)
@@ -83,10 +87,14 @@ def chunk_divergence(start: np.ndarray, pitch: np.ndarray, window_beats: float) 
     if not len(start):
         return None
     w = np.floor((start - start.min()) / window_beats).astype(np.int64)
-    used, w = np.unique(w, return_inverse=True)
-    if len(used) < 2:
+    # each window's rank among the windows that hold notes: a bincount over the window numbers, which are few,
+    # instead of np.unique's sort (its inverse alone was half this function's time)
+    held = np.bincount(w) > 0
+    n_used = int(held.sum())
+    if n_used < 2:
         return None
-    hist = np.bincount(w * 128 + (pitch.astype(np.int64) & 127), minlength=len(used) * 128).reshape(-1, 128)
+    w = (np.cumsum(held) - 1)[w]
+    hist = np.bincount(w * 128 + (pitch.astype(np.int64) & 127), minlength=n_used * 128).reshape(-1, 128)
     hist = hist / hist.sum(1, keepdims=True)
     p, q = hist[:-1], hist[1:]
     m = (p + q) / 2
@@ -96,6 +104,33 @@ def chunk_divergence(start: np.ndarray, pitch: np.ndarray, window_beats: float) 
             return np.where(a > 0, a * np.log2(a / m), 0.0).sum(1)
 
     return float(((kl(p) + kl(q)) / 2).mean())
+
+
+SEQUENCE_MEASURES = ("beats", "pitch_class_entropy", "longest_silence", "notes_per_beat", "chunk_divergence")
+
+
+def sequence_measures(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, pitched: np.ndarray,
+                      ticks_per_quarter: int, window_beats: float) -> dict[str, float | None]:
+    """One sequence's measures by name (SEQUENCE_MEASURES): its span in beats, and pitch_class_entropy,
+    longest_silence, max_notes_per_beat (as notes_per_beat) and chunk_divergence above, the entropy and the
+    divergence over its pitched notes. Notes as int64 ticks (onsets, releases) and pitches, (n,) each; `pitched`
+    (n,) bool, False for a drum note. Computed in one C pass over the notes sorted by onset (measures_native)
+    where it can be, else by sequence_measures_reference; the values agree to 1e-12 (bit for bit but where
+    numpy's log2 and the C library's differ in the last bit)."""
+    got = measures_native.sequence(start, end, pitch, pitched, ticks_per_quarter, window_beats)
+    if got is None:
+        return sequence_measures_reference(start, end, pitch, pitched, ticks_per_quarter, window_beats)
+    return {name: None if np.isnan(v) else v for name, v in zip(SEQUENCE_MEASURES, got.tolist())}
+
+
+def sequence_measures_reference(start: np.ndarray, end: np.ndarray, pitch: np.ndarray, pitched: np.ndarray,
+                                ticks_per_quarter: int, window_beats: float) -> dict[str, float | None]:
+    """sequence_measures by the functions above, in numpy: the rule note_measures.c is held to."""
+    beats, ends = start.astype(np.float64) / ticks_per_quarter, end.astype(np.float64) / ticks_per_quarter
+    pitched = np.asarray(pitched, bool)
+    return {"beats": span_beats(beats, ends), "pitch_class_entropy": pitch_class_entropy(pitch[pitched]),
+            "longest_silence": longest_silence(beats, ends), "notes_per_beat": max_notes_per_beat(beats, window_beats),
+            "chunk_divergence": chunk_divergence(beats[pitched], pitch[pitched], window_beats)}
 
 
 GRIDS_PER_BEAT = (8, 12)  # 32nd notes and 32nd-note triplets: the finest values score-based MIDI files use
@@ -111,7 +146,19 @@ def off_grid_share(onsets: np.ndarray, ticks_per_quarter: int) -> float:
 
 
 def off_grid_shares(tracks: list[np.ndarray], ticks_per_quarter: int) -> np.ndarray:
-    """off_grid_share of each track's onsets, computed together: (len(tracks),) float64."""
+    """off_grid_share of each track's onsets, computed together: (len(tracks),) float64. Counted in C
+    (measures_native) where it can be, else by off_grid_shares_reference: the same values."""
+    counts = np.array([len(t) for t in tracks], np.int64)
+    if not counts.sum():
+        return np.zeros(len(tracks))
+    off = measures_native.off_grid_counts(tracks, ticks_per_quarter, GRIDS_PER_BEAT)
+    if off is None:
+        return off_grid_shares_reference(tracks, ticks_per_quarter)
+    return np.divide(off.astype(np.float64), counts, out=np.zeros(len(tracks)), where=counts > 0)
+
+
+def off_grid_shares_reference(tracks: list[np.ndarray], ticks_per_quarter: int) -> np.ndarray:
+    """off_grid_shares in numpy: the rule note_measures.c is held to."""
     counts = np.array([len(t) for t in tracks], np.int64)
     if not counts.sum():
         return np.zeros(len(tracks))

@@ -27,6 +27,7 @@ and runs instead where no C compiler is found, where PIPELINE_SMF_NATIVE=0, and 
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,19 @@ from pipeline.midi import MidiError
 
 DRUM_CHANNEL = 9  # channel 10 counted from 1: General MIDI's percussion channel
 DEFAULT_TEMPO = 500_000  # microseconds per quarter note before the first tempo event: 120 bpm (MIDI 1.0)
+
+# What the MIDI 1.0 file format (SMF 1.0) does not allow but `read` reads on through by this module's rules, as
+# bits of Song.irregular (the same in smf_events.c). A file with none of them is one a strict parser (symusic)
+# accepts; prepare asks symusic for its verdict only on the others (tests/test_smf_irregular.py checks this on
+# damaged copies of real files).
+IRREGULAR_CHUNK_PAST_END = 1      # a chunk's length runs past the end of the file
+IRREGULAR_FOREIGN_CHUNK = 2       # a chunk that is not MTrk, or bytes after the last chunk
+IRREGULAR_CUT_EVENT = 4           # a track chunk ends inside an event, or a meta or sysex runs past it
+IRREGULAR_UNKNOWN_STATUS = 8      # a status byte 0xF1-0xF6 or 0xF8-0xFE
+IRREGULAR_DATA_OVER_127 = 16      # a data byte of a channel message with its top bit set
+IRREGULAR_STATUS_AFTER_META = 32  # running status carried over a meta or sysex event (SMF 1.0: they cancel it)
+IRREGULAR_LONG_NUMBER = 64        # a variable-length number of more than 4 bytes
+IRREGULAR_HEADER = 128            # a header chunk not 6 bytes long, a format past 2, or a track count that differs
 
 
 def unwrap(data: bytes) -> bytes:
@@ -55,7 +69,7 @@ def unwrap(data: bytes) -> bytes:
     raise MidiError("truncated", "RIFF RMID without a data chunk")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Part:
     """The notes one track chunk plays on one channel with one program: times in ticks (int64)."""
     track: int
@@ -83,19 +97,29 @@ class Song:
     end_tick: int                 # the last event's tick, exact (an int, whatever its size)
     tempos: np.ndarray            # (n, 2) int64: tick, microseconds per quarter note
     time_signatures: np.ndarray   # (n, 3) int64: tick, numerator, denominator exponent (2 -> quarter)
-    pedals: dict[int, np.ndarray] = field(default_factory=dict)  # channel -> (n, 2) int64: down tick, up tick
+    pedal_events: np.ndarray = field(default_factory=lambda: np.empty((0, 4), np.int64))
+    # ^ (n, 4) int64 CC64 events: tick, track, channel, down (0/1); none for a type-2 file, whose tracks are
+    #   separate songs (their pedals do not mix)
     note_ons: int = 0             # note-on events (velocity > 0) in the file
     recovered: int = 0            # of those, notes without a note-off, ended by the rule above
+    irregular: int = 0            # IRREGULAR_* bits: what the standard forbids and read() read on through; 0: none
 
     @property
     def n_notes(self) -> int:
         return sum(len(p) for p in self.parts)
 
+    @functools.cached_property
+    def pedals(self) -> dict[int, np.ndarray]:
+        """Per channel, the sustain pedal's (down tick, up tick) intervals, (n, 2) int64: worked out when first
+        asked for (only what applies the pedal needs them; prepare does not)."""
+        return _pedals(self.pedal_events)
+
 
 def read(data: bytes) -> Song:
     """A file's notes, programs, pedals and timing values, per the rules in this module's docstring.
 
-    Raises MidiError(not_midi | truncated | smpte_division | bad_division | invalid_event)."""
+    Raises MidiError(not_midi | truncated | smpte_division | bad_division | invalid_event | too_long: an event
+    that matters past tick 2^63 - 1; the end tick alone may pass it: it is a Python int)."""
     data = unwrap(data)
     if data[:4] != b"MThd" or len(data) < 14:
         raise MidiError("not_midi", "no MThd header")
@@ -109,26 +133,35 @@ def read(data: bytes) -> Song:
     ev = _events_native(data, pos) or _events_python(data, pos)
     if not ev.names:
         raise MidiError("truncated", "no track chunk")
-    parts = _parts(ev.notes, ev.programs, ev.names, independent_tracks=fmt == 2)
-    return Song(division, parts, ev.end_tick,
-                np.asarray(ev.tempos, np.int64).reshape(-1, 2), np.asarray(ev.sigs, np.int64).reshape(-1, 3),
-                _pedals(ev.pedals, independent_tracks=fmt == 2), ev.note_ons, ev.recovered)
+    header_size, n_tracks = int.from_bytes(data[4:8], "big"), int.from_bytes(data[10:12], "big")
+    irregular = ev.irregular
+    if header_size != 6 or fmt > 2 or n_tracks != len(ev.names):
+        irregular |= IRREGULAR_HEADER
+    try:
+        parts = _parts(ev.notes, ev.programs, ev.names, independent_tracks=fmt == 2)
+        return Song(division, parts, ev.end_tick,
+                    np.asarray(ev.tempos, np.int64).reshape(-1, 2), np.asarray(ev.sigs, np.int64).reshape(-1, 3),
+                    np.asarray(ev.pedals if fmt != 2 else [], np.int64).reshape(-1, 4), ev.note_ons,
+                    ev.recovered, irregular)
+    except OverflowError:  # only a delta of over 4 bytes gets there: 2^63 ticks of 4-byte deltas is 2^35 events
+        raise MidiError("too_long", "a note, tempo or pedal event past tick 2^63 - 1") from None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Events:
     """What one pass over a file's track chunks finds, in event order (file order; recovered notes at the end of
     their track). notes, tempos and sigs: lists of tuples from the Python loop, (n, k) int64 arrays from the C
     pass, which the rest of `read` takes alike; programs and pedals: lists of rows either way."""
     notes: list | np.ndarray     # (track, channel, pitch, start tick, end tick, velocity)
-    programs: list               # (tick, track, channel, program)
-    pedals: list                 # CC64 events: (tick, track, channel, down)
+    programs: list | np.ndarray  # (tick, track, channel, program)
+    pedals: list | np.ndarray    # CC64 events: (tick, track, channel, down)
     tempos: list | np.ndarray    # (tick, microseconds per quarter note)
     sigs: list | np.ndarray      # (tick, numerator, denominator exponent)
     names: list[str]             # each track chunk's name ("" for none): one per track chunk
     note_ons: int
     recovered: int
     end_tick: int
+    irregular: int               # IRREGULAR_* bits
 
 
 def _invalid_event(byte: int) -> MidiError:
@@ -152,8 +185,8 @@ def _events_native(data: bytes, pos: int) -> _Events | None:
     if scan.bad_byte is not None:
         raise _invalid_event(scan.bad_byte)
     names = [data[at:at + n].decode("latin-1") if at >= 0 else "" for at, n in scan.names.tolist()]
-    return _Events(scan.notes, scan.programs.tolist(), scan.pedals.tolist(), scan.tempos, scan.sigs, names,
-                   scan.note_ons, scan.recovered, scan.end_tick)
+    return _Events(scan.notes, scan.programs, scan.pedals.copy(), scan.tempos, scan.sigs, names,
+                   scan.note_ons, scan.recovered, scan.end_tick, scan.irregular)
 
 
 def _events_python(data: bytes, pos: int) -> _Events:
@@ -164,13 +197,16 @@ def _events_python(data: bytes, pos: int) -> _Events:
     pedal_events: list[tuple] = []  # (tick, track, channel, down)
     tempos, sigs, names = [], [], []
     note_ons = recovered = 0
-    end_tick = 0
+    end_tick = irregular = 0
     track = 0
     while pos + 8 <= len(data):
         cid, size = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "big")
         pos += 8
         end = min(pos + size, len(data))
+        if size > len(data) - pos:
+            irregular |= IRREGULAR_CHUNK_PAST_END
         if cid != b"MTrk":
+            irregular |= IRREGULAR_FOREIGN_CHUNK
             pos = end
             continue
         open_: dict[int, list] = {}  # channel << 7 | key -> onsets waiting for their note-off, FIFO
@@ -178,34 +214,51 @@ def _events_python(data: bytes, pos: int) -> _Events:
         # One pass over the chunk's events, running status applied; a truncated final event ends the track.
         # Inlined (no per-event function call or generator): this loop is most of prepare's time per file.
         tick = status = 0
+        after_meta = False
         i = pos
         while i < end:
             c = data[i]
             i += 1
             delta = c & 0x7F
+            n_bytes = 1
             while c & 0x80 and i < end:
                 c = data[i]
                 i += 1
+                n_bytes += 1
                 delta = (delta << 7) | (c & 0x7F)
+            if n_bytes > 4:
+                irregular |= IRREGULAR_LONG_NUMBER
             tick += delta
             if i >= end:
+                irregular |= IRREGULAR_CUT_EVENT
                 break
             c = data[i]
             if c >= 0xF0:  # meta (FF type len data) or sysex (F0/F7 len data): skipped but for a few metas
+                if c not in (0xFF, 0xF0, 0xF7):
+                    irregular |= IRREGULAR_UNKNOWN_STATUS
                 i += 1
                 kind = -1
                 if c == 0xFF:
                     if i >= end:
+                        irregular |= IRREGULAR_CUT_EVENT
                         break
                     kind = data[i]
                     i += 1
-                size = 0
+                size = n_bytes = 0
+                ended = False
                 while i < end:
                     c = data[i]
                     i += 1
+                    n_bytes += 1
                     size = (size << 7) | (c & 0x7F)
                     if not c & 0x80:
+                        ended = True
                         break
+                if n_bytes > 4:
+                    irregular |= IRREGULAR_LONG_NUMBER
+                if not ended or size > end - i:
+                    irregular |= IRREGULAR_CUT_EVENT
+                after_meta = True
                 if kind == 0x03:
                     name = data[i:i + size].decode("latin-1")  # the last name wins, as in symusic
                 elif kind == 0x51 and size == 3:
@@ -220,18 +273,27 @@ def _events_python(data: bytes, pos: int) -> _Events:
                 i += 1
             elif not status:
                 raise _invalid_event(c)
+            elif after_meta:
+                irregular |= IRREGULAR_STATUS_AFTER_META
+            after_meta = False
             hi = status & 0xF0
             if hi == 0xC0 or hi == 0xD0:
                 if i >= end:
+                    irregular |= IRREGULAR_CUT_EVENT
                     break
+                if data[i] & 0x80:
+                    irregular |= IRREGULAR_DATA_OVER_127
                 if hi == 0xC0:
                     programs.append((tick, track, status & 0x0F, data[i]))
                 i += 1
                 last = tick
                 continue
             if i + 1 >= end:
+                irregular |= IRREGULAR_CUT_EVENT
                 break
             a, b = data[i], data[i + 1]
+            if (a | b) & 0x80:
+                irregular |= IRREGULAR_DATA_OVER_127
             i += 2
             last = tick
             if hi == 0x90 and b:
@@ -258,35 +320,75 @@ def _events_python(data: bytes, pos: int) -> _Events:
         end_tick = max(end_tick, last)
         track += 1
         pos = end
-    return _Events(notes, programs, pedal_events, tempos, sigs, names, note_ons, recovered, end_tick)
+    if pos < len(data):
+        irregular |= IRREGULAR_FOREIGN_CHUNK
+    return _Events(notes, programs, pedal_events, tempos, sigs, names, note_ons, recovered, end_tick, irregular)
 
 
-def _parts(notes: list[tuple] | np.ndarray, programs: list[tuple], names: list[str],
+def _parts(notes: list[tuple] | np.ndarray, programs: list[tuple] | np.ndarray, names: list[str],
            independent_tracks: bool) -> list[Part]:
+    """The notes as parts, one per (track, channel, program), each note's program its channel's at its onset
+    (_programs_at), in (track, channel, program) order, each part's notes by (start, pitch), ties in file order.
+    In C where the event pass ran in C (smf_native.parts), else the numpy reference below."""
     if not len(notes):
         return []
+    got = smf_native.parts(notes, programs, independent_tracks) if isinstance(notes, np.ndarray) else None
+    if got is None:
+        return _parts_reference(notes, programs, names, independent_tracks)
+    (track, ch, prog, pitch, start, end, vel), bounds = got
+    pitch, vel = pitch.astype(np.int16), vel.astype(np.int16)
+    b = bounds.tolist()
+    return [Part(int(track[lo]), int(ch[lo]), int(prog[lo]), names[int(track[lo])], start[lo:hi], end[lo:hi],
+                 pitch[lo:hi], vel[lo:hi])
+            for lo, hi in zip(b[:-1], b[1:])]
+
+
+def _parts_reference(notes: list[tuple] | np.ndarray, programs: list[tuple] | np.ndarray, names: list[str],
+                     independent_tracks: bool) -> list[Part]:
+    """_parts in numpy: the reference for smf_parts in smf_events.c, and its fallback."""
     a = np.asarray(notes, np.int64)
-    track, ch, pitch, start, end, vel = a.T
-    # the channel's program at each onset: the last change at or before it, in tick order (ties in track
-    # order: the sort is stable), its state keyed by channel (and by track, in a type-2 file)
-    by_key: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for t, tr, c, p in sorted(programs, key=lambda x: x[0]):
-        by_key.setdefault((tr if independent_tracks else 0, c), []).append((t, p))
-    prog = np.zeros(len(a), np.int64)  # program 0 until a change (General MIDI's default)
-    scope = track if independent_tracks else np.zeros_like(track)
-    for (sc, c), changes in by_key.items():
-        m = (scope == sc) & (ch == c)
-        at = np.asarray([t for t, _ in changes], np.int64)
-        values = np.asarray([0] + [p for _, p in changes], np.int64)
-        prog[m] = values[np.searchsorted(at, start[m], side="right")]
+    track, ch, pitch, start = a[:, 0], a[:, 1], a[:, 2], a[:, 3]
+    prog = _programs_at(track, ch, start, np.asarray(programs, np.int64).reshape(-1, 4), independent_tracks)
     order = _part_order(track, ch, prog, start, pitch)
-    track, ch, prog = track[order], ch[order], prog[order]
-    start, end, pitch, vel = start[order], end[order], pitch[order].astype(np.int16), vel[order].astype(np.int16)
+    cols = a[order].T.copy()  # one gather of the rows, then each column contiguous
+    track, ch, pitch, start, end, vel = cols
+    prog = prog[order]
+    pitch, vel = pitch.astype(np.int16), vel.astype(np.int16)
     cut = np.flatnonzero((np.diff(track) != 0) | (np.diff(ch) != 0) | (np.diff(prog) != 0)) + 1
     bounds = [0, *cut.tolist(), len(start)]
     return [Part(int(track[lo]), int(ch[lo]), int(prog[lo]), names[int(track[lo])], start[lo:hi], end[lo:hi],
                  pitch[lo:hi], vel[lo:hi])
             for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _programs_at(track: np.ndarray, ch: np.ndarray, start: np.ndarray, programs: np.ndarray,
+                 independent_tracks: bool) -> np.ndarray:
+    """Each note's program: its channel's program at its onset, the last change at or before it in tick order
+    (ties in file order), program 0 before any (General MIDI's default); the channel's state is shared by every
+    track of a type-0/1 file and kept per track in a type-2 file. Notes (n,) int64 each; programs (m, 4) int64
+    rows of (tick, track, channel, program). Returns (n,) int64.
+
+    One search of every onset among the changes sorted by (scope, channel, tick), packed into an int64 where the
+    values fit (all but pathological files), else a loop over the (scope, channel) keys."""
+    prog = np.zeros(len(start), np.int64)
+    if not len(programs):
+        return prog
+    at, p_track, p_ch, value = programs.T
+    p_key = (p_track if independent_tracks else np.zeros_like(p_track)) * 16 + p_ch
+    n_key = (track if independent_tracks else np.zeros_like(track)) * 16 + ch
+    if max(at.max(), start.max()) < 1 << 40 and max(p_key.max(), n_key.max()) < 1 << 22:
+        changes = (p_key << 40) | at
+        by = np.argsort(changes, kind="stable")
+        changes, value = changes[by], value[by]
+        j = np.searchsorted(changes, (n_key << 40) | start, side="right") - 1
+        hit = (j >= 0) & (changes[np.maximum(j, 0)] >> 40 == n_key)
+        return np.where(hit, value[np.maximum(j, 0)], 0)
+    by = np.argsort(at, kind="stable")
+    for key in np.unique(p_key).tolist():
+        mine = by[p_key[by] == key]
+        m = n_key == key
+        prog[m] = np.concatenate([[0], value[mine]])[np.searchsorted(at[mine], start[m], side="right")]
+    return prog
 
 
 def _part_order(track, ch, prog, start, pitch) -> np.ndarray:
@@ -299,13 +401,12 @@ def _part_order(track, ch, prog, start, pitch) -> np.ndarray:
     return np.lexsort((pitch, start, prog, ch, track))
 
 
-def _pedals(events: list[tuple], independent_tracks: bool) -> dict[int, np.ndarray]:
-    """Per channel, the (down tick, up tick) intervals of the sustain pedal (CC64 >= 64 is down, MIDI 1.0)."""
+def _pedals(events: np.ndarray) -> dict[int, np.ndarray]:
+    """Per channel, the (down tick, up tick) intervals of the sustain pedal (CC64 >= 64 is down, MIDI 1.0), from
+    the CC64 events as (n, 4) int64 rows of (tick, track, channel, down)."""
     out: dict[int, np.ndarray] = {}
-    if independent_tracks:  # a type-2 file's tracks are separate songs; their pedals do not mix
-        return out
     by_channel: dict[int, list] = {}
-    for tick, _, ch, down in sorted(events, key=lambda e: e[0]):
+    for tick, _, ch, down in sorted(events.tolist(), key=lambda e: e[0]):
         by_channel.setdefault(ch, []).append((tick, down))
     for ch, evs in by_channel.items():
         spans, since = [], None

@@ -21,7 +21,7 @@ FLAGS = ("-O2", "-shared", "-fPIC", "-std=c99")
 
 # smf_events.c's tables (rows of this many int64 values each, in this order in the arena) and results
 WIDTHS = (6, 4, 4, 2, 3, 2, 3)  # notes, programs, pedals, tempos, sigs, names, pending note-ons (scratch)
-N_COUNTS = 10                  # rows per table but pending, note-ons, recovered, end tick, bad byte
+N_COUNTS = 11                  # rows per table but pending, note-ons, recovered, end tick, bad byte, irregular
 OK, INVALID_EVENT, RANGE = 0, 1, 2
 
 
@@ -37,12 +37,13 @@ class Scan(NamedTuple):
     recovered: int
     end_tick: int
     bad_byte: int | None  # the data byte found where a status byte is needed (the file is invalid), else None
+    irregular: int        # smf.IRREGULAR_* bits
 
 
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
 SMF_EVENTS = Native(SOURCE, "smf_events", FLAGS, (_P, _I64, _I64, _P, _P, _P), "pipeline.smf_native",
                     "the C event reader", "smf.read runs its Python loop, same results, about seven times slower",
-                    "PIPELINE_SMF_NATIVE")
+                    "PIPELINE_SMF_NATIVE", (("smf_parts", (_P, _I64, _P, _I64, _I64, _P, _P, _P, _P)),))
 
 
 def library() -> ctypes.CDLL | None:
@@ -65,9 +66,7 @@ def capacities(n: int) -> np.ndarray:
 def scan(data: bytes, pos: int) -> Scan | None:
     """The events of `data`'s chunks from byte `pos` on (just past the header chunk), or None: run the Python
     loop instead (disabled, no library, or ticks past int64)."""
-    if not enabled():
-        return None
-    lib = library()
+    lib = native.library(SMF_EVENTS)
     if lib is None:
         return None
     buf = np.frombuffer(data, np.uint8)  # no copy; alive (so the address valid) until the call returns
@@ -75,10 +74,16 @@ def scan(data: bytes, pos: int) -> Scan | None:
 
 
 def first_capacities(n: int) -> np.ndarray:
-    """The tables' rows tried first: an eighth of the bounds (about 8 bytes of arena per byte of file instead of
-    63, so a 16 MB file asks for 128 MB, not 1 GB), enough for every real file seen; a file that fills a table is
-    read again with the bounds."""
-    return capacities(n) // 8 + 64
+    """The tables' rows tried first; a file that fills a table is read again with the bounds. An eighth of the
+    bounds (about 8 bytes of arena per byte of file instead of 63, so a 16 MB file asks for 128 MB, not 1 GB),
+    but for the notes and the pending note-ons of a file up to 4 MB: n // 6, as a note whose note-off comes takes
+    at least 6 bytes (two events of a delta byte and two data bytes). An eighth of their bounds was too few for
+    most Lakh files (about 8 bytes a note), each then read twice, the second time into a fresh 2 MB arena: two
+    thirds of the event pass's time. Up to 4 MB this asks for about 17 bytes of arena per byte of file."""
+    caps = capacities(n) // 8 + 64
+    if n <= 4 << 20:
+        caps[0] = caps[6] = n // 6 + 64
+    return caps
 
 
 def scan_at(lib: ctypes.CDLL, address: int, n: int, pos: int) -> Scan | None:
@@ -99,4 +104,27 @@ def scan_at(lib: ctypes.CDLL, address: int, n: int, pos: int) -> Scan | None:
     notes, programs, pedals, tempos, sigs, names = tables
     # copies of the small tables that the Song keeps: a view would keep the whole arena alive
     return Scan(notes, programs, pedals, tempos.copy(), sigs.copy(), names, got[6], got[7], got[8],
-                got[9] if rc == INVALID_EVENT else None)
+                got[9] if rc == INVALID_EVENT else None, got[10])
+
+
+def parts(notes: np.ndarray, programs: np.ndarray, independent_tracks: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """smf.read's grouping of notes into parts, in C (smf_parts in smf_events.c; smf._parts_reference is its
+    reference): notes (n, 6) int64 rows as Scan.notes, programs (m, 4) int64 rows as Scan.programs. Returns
+    (cols, bounds): cols (7, n) int64, the notes in part order as rows track, channel, program, pitch, start,
+    end, velocity; bounds (parts + 1,) int64, each part's first note, then n. None where the C pass is off or
+    missing, or a value does not fit its packed sort key: run the reference."""
+    lib = native.library(SMF_EVENTS)
+    if lib is None:
+        return None
+    notes = np.ascontiguousarray(notes, np.int64)
+    programs = np.ascontiguousarray(programs, np.int64)
+    n, m = len(notes), len(programs)
+    cols = np.empty((7, n), np.int64)
+    bounds = np.empty(n + 1, np.int64)
+    scratch = np.empty(4 * max(n, m, 1), np.int64)
+    count = np.zeros(1, np.int64)
+    rc = lib.smf_parts(notes.ctypes.data, n, programs.ctypes.data, m, int(independent_tracks), cols.ctypes.data,
+                       bounds.ctypes.data, scratch.ctypes.data, count.ctypes.data)
+    if rc != OK:
+        return None
+    return cols, bounds[:int(count[0]) + 1]

@@ -550,3 +550,25 @@ def test_without_a_compiler_the_reference_runs_with_one_warning(tmp_path):
     assert out.stderr.count("pipeline.near_duplicates: the C near-duplicate signature pass is unavailable") == 1, \
         out.stderr
     assert not [f for f in (tmp_path / "cache").rglob("*") if f.is_file()]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("num_perm, seed", [(256, 1), (7, 7), (130, 2), (1, 0), (256, 12345)])
+def test_the_permutations_are_datasketchs(num_perm, seed):
+    """near_duplicates draws datasketch's affine32 permutations itself (no datasketch import before prepare's
+    pool forks); they must stay datasketch's, or the C signatures would part from the reference's."""
+    from datasketch import MinHash
+
+    want = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+    got = N._permutations(num_perm, seed)
+    assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+
+
+def test_the_bands_are_the_ones_datasketch_chooses():
+    """near_duplicates.bands integrates the false positive and negative areas itself (no datasketch import in
+    prepare's main process): the same (b, r) as datasketch's MinHashLSH over thresholds and permutation counts."""
+    from datasketch import MinHashLSH
+
+    for num_perm in (16, 64, 128, 256, 512):
+        for threshold in np.round(np.arange(0.05, 0.96, 0.05), 2):
+            lsh = MinHashLSH(threshold=float(threshold), num_perm=num_perm, weights=N.LSH_WEIGHTS)
+            assert N.bands(float(threshold), num_perm) == (lsh.b, lsh.r), (threshold, num_perm)

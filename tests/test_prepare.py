@@ -1,4 +1,5 @@
 import os
+import pickle
 import shutil
 import signal
 
@@ -243,11 +244,11 @@ def test_manifests_load_in_source_order_then_id_with_their_skips(tmp_path, monke
 def test_the_spill_gives_back_each_result_by_file_number(tmp_path):
     spill = prepare.Spill(5)
     try:
-        spill.put(3, {"id": "c", "notes": [1, 2]})
-        spill.put(0, {"id": "a"})
+        spill.put(3, pickle.dumps({"id": "c", "notes": [1, 2]}))  # as workers pickle them (Inspected.rest)
+        spill.put(0, pickle.dumps({"id": "a"}))
         assert spill.holds().tolist() == [True, False, False, True, False]
         assert spill.get(3) == {"id": "c", "notes": [1, 2]} and spill.get(0) == {"id": "a"}
-        spill.put(1, {"id": "b"})  # a put after a get appends, never overwrites
+        spill.put(1, pickle.dumps({"id": "b"}))  # a put after a get appends, never overwrites
         assert spill.get(3)["id"] == "c" and spill.get(1) == {"id": "b"}
     finally:
         spill.close()
