@@ -3,7 +3,8 @@
 1. exact bytes: the md5 of the file;
 2. same music: a hash of the quantised note content, blind to tempo, PPQ, track order, programs, leading silence
    and (optionally) transposition;
-3. same song: normalised artist + title from the source's metadata or the file name.
+3. same song: normalised artist + title from the source's metadata or the file name (pipeline/titles.py, which
+   acquire reads file names with too, without this module's C measures).
 
 Levels 1 and 2 drop the later copy (recorded with `duplicate_of`); all three join files into groups, and
 convert splits by group, so no group straddles train and test, across corpora too.
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import array
 import hashlib
-import re
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,38 +70,6 @@ def content_hash_reference(tracks: list[tuple[bool, np.ndarray, np.ndarray]], tp
     small = t.max() < 1 << 22  # step * 512 + pitch fits in int32: sorts twice as fast
     # a set: unisons and repeats collapse. Parts come in onset order, so the pairs are sorted runs
     return _digest(sorted_unique(t.astype(np.int32 if small else np.int64) * 512 + p, runs=True))
-
-
-_VERSION = re.compile(r"(_v\d+|\.\d+|_\d{1,2}|\s*\(\d+\)|[\s_-]+copy|[\s_-]+v\d+)$", re.I)
-# "CD2 - 13 - ", "01 - ", "7. ": disc and track numbers need a separator after them ("99 Problems" stays)
-_TRACK_NO = re.compile(r"^(?:(?:cd|disc|disk)\s*\d+\s*-\s*)?(?:\d{1,3}\s*[-.]\s*)+", re.I)
-_BRACKETS = re.compile(r"[\(\[][^\)\]]*[\)\]]")
-
-
-def normalize(text: str | None) -> str:
-    """Lower-case ASCII words: accents, punctuation, bracketed notes and 'the' prefixes removed."""
-    if not text:
-        return ""
-    t = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    t = _BRACKETS.sub(" ", t).lower().replace("&", " and ").replace("'", "")
-    t = re.sub(r"[^a-z0-9]+", " ", t)
-    t = re.sub(r"\s+", " ", t).strip()
-    return t[4:] if t.startswith("the ") else t
-
-
-def title_from_filename(name: str) -> str:
-    """'01_-_A_Hard_Day's_Night_v0.mid' -> "A Hard Day's Night": track numbers and version suffixes dropped."""
-    stem = name.rsplit("/", 1)[-1]
-    stem = stem.rsplit(".", 1)[0] if "." in stem else stem
-    for _ in range(2):
-        stem = _VERSION.sub("", stem)
-    return _TRACK_NO.sub("", stem.replace("_", " ").strip()).strip(" -")
-
-
-def song_key(artist: str | None, title: str | None) -> str | None:
-    """The same-song key; None when there is no title to go by."""
-    t = normalize(title)
-    return f"{normalize(artist)}|{t}" if t else None
 
 
 def first_of_each(keys: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:

@@ -30,12 +30,13 @@ from pipeline import params as P
 from pipeline.artifacts import Batch, iter_batches, read_batch
 from pipeline.atomic import atomic_path, write_json
 from pipeline.cli import run_stage
-from pipeline.dedupe import ContentKey, UnionFind, content_hash_of, first_of_each, smallest_member, song_key
+from pipeline.dedupe import ContentKey, UnionFind, content_hash_of, first_of_each, smallest_member
 from pipeline.instruments import infer, is_choral
 from pipeline.midi import MidiError, parse
 from pipeline.near_duplicates import NearIndex, NearKey, signatures
 from pipeline.parallel import imap, isolated, n_workers
 from pipeline.paths import PREPARE_REPORT, PREPARED, RAW
+from pipeline.titles import song_key
 
 SELECTED = pa.schema([
     ("id", pa.string()),          # the sequence: the file id, or "<file id>#<track>" in tracks mode
@@ -471,7 +472,7 @@ def near_duplicates(index: NearIndex, ids: pa.Array, rank: np.ndarray, live: np.
 
 
 def song_keys(files: pa.Table, by_title: bool, chunk: int = 4_096) -> pa.DictionaryArray:
-    """Each file's same-song key (dedupe.song_key of its composer and title; null without a title, or all null
+    """Each file's same-song key (titles.song_key of its composer and title; null without a title, or all null
     when dedupe.by_title is off), dictionary-encoded: (n,) int32 codes into the distinct keys."""
     if not by_title:
         return pa.nulls(files.num_rows, pa.string()).dictionary_encode()

@@ -3,18 +3,10 @@ import pytest
 from symusic import Score, Tempo
 
 from pipeline import smf
-from pipeline.dedupe import (
-    ContentKey,
-    UnionFind,
-    content_hash_of,
-    first_of_each,
-    normalize,
-    smallest_member,
-    song_key,
-    title_from_filename,
-)
+from pipeline.dedupe import ContentKey, UnionFind, content_hash_of, first_of_each, smallest_member
 from pipeline.instruments import infer
 from pipeline.split import assign
+from pipeline.titles import normalize, song_key, title_from_filename
 
 
 @pytest.fixture

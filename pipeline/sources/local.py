@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from pipeline.archive import iter_path
-from pipeline.dedupe import title_from_filename
 from pipeline.manifest import Item, Skip
 from pipeline.schema import Strict
 from pipeline.sources.base import Context, Source
+from pipeline.titles import title_from_filename
 
 
 class LocalParams(Strict):
