@@ -44,14 +44,14 @@ def off_grid_counts(tracks: list[np.ndarray], tpq: int, grids: tuple[int, ...]) 
     reference."""
     lib = library()
     onset = _ints(tracks) if lib is not None else None
-    if onset is None or tpq <= 0:
+    if onset is None or tpq <= 0 or min(grids, default=1) <= 0:
         return None
     lengths = np.fromiter((len(t) for t in tracks), np.int64, len(tracks))
     g = np.asarray(grids, np.int64)
     off = np.empty(len(tracks), np.int64)
-    lib.off_grid_counts(onset.ctypes.data, lengths.ctypes.data, len(tracks), tpq, g.ctypes.data, len(g),
-                        off.ctypes.data)
-    return off
+    rc = lib.off_grid_counts(onset.ctypes.data, lengths.ctypes.data, len(tracks), tpq, g.ctypes.data, len(g),
+                             off.ctypes.data)
+    return off if rc == OK else None
 
 
 def content_pairs(tracks: list[tuple[bool, np.ndarray, np.ndarray]], tpq: int, steps: int,

@@ -83,17 +83,22 @@ static void radix_sort(uint64_t *key, int64_t *idx, uint64_t *tmp_k, int64_t *tm
 }
 
 /* quality.off_grid_shares' counts: for each of n_parts parts (lengths[k] onsets each, concatenated), how many
- * onsets (ticks) lie on none of the grids (grids[g] points a quarter note, each point rounded to the nearest
- * tick: rint(rint(t * g / tpq) * tpq / g) == t, as the reference computes it). Writes off[n_parts]. */
+ * onsets (ticks) lie on none of the grids (grids[g] > 0 points a quarter note, each point rounded to the nearest
+ * tick: rint(rint(t * g / tpq) * tpq / g) == t, as the reference computes it). Writes off[n_parts].
+ * MEASURES_RANGE for an onset outside 0..2^50 (t * g would leave the doubles' exact integers). */
 int off_grid_counts(const int64_t *onset, const int64_t *lengths, int64_t n_parts, int64_t tpq, const int64_t *grids,
                     int64_t n_grids, int64_t *off) {
     const int64_t *t = onset;
+    int64_t n = 0;
+    for (int64_t k = 0; k < n_parts; k++) n += lengths[k];
+    for (int64_t i = 0; i < n; i++)
+        if (t[i] < 0 || t[i] > ((int64_t)1 << 50)) return MEASURES_RANGE;
     for (int64_t k = 0; k < n_parts; k++) {
         int64_t n_off = 0;
         for (int64_t i = 0; i < lengths[k]; i++) {
             int on = 0;
             for (int64_t g = 0; g < n_grids && !on; g++) {
-                if (tpq % grids[g] == 0 && t[i] >= 0) {
+                if (tpq % grids[g] == 0) {
                     /* whole ticks a grid step: the nearest grid point is t itself exactly when the step divides
                      * t (the float route below gives the same answer, more slowly) */
                     on = t[i] % (tpq / grids[g]) == 0;
@@ -179,8 +184,8 @@ static double jsd(const int64_t *cp, int64_t np_, const int64_t *cq, int64_t nq)
  * tpq ticks a quarter note, windows of `window` beats. out: [0] span in beats, [1] pitch-class entropy of the
  * pitched notes (bits; NAN without any), [2] longest silence (beats), [3] onsets per beat in the densest window,
  * [4] chunk divergence of the pitched notes (bits; NAN with fewer than two windows holding pitched notes).
- * scratch: 5n + 256 int64 values. MEASURES_RANGE where an onset is negative or past
- * 2^62 (the reference's float windows are still exact there, this sort's keys are not). */
+ * scratch: 5n + 256 int64 values. MEASURES_RANGE where an onset is negative or past 2^62 (the reference's float
+ * windows are still exact there, this sort's keys are not), or a pitch is negative. */
 int sequence_measures(const int64_t *start, const int64_t *end, const int64_t *pitch, const uint8_t *pitched,
                       int64_t n, int64_t tpq, double window, double *out, int64_t *scratch) {
     for (int j = 0; j < 5; j++) out[j] = NAN;
@@ -193,7 +198,7 @@ int sequence_measures(const int64_t *start, const int64_t *end, const int64_t *p
     double *jsds = (double *)(scratch + 4 * n);
     int64_t *counts = scratch + 5 * n;  /* two windows of 128 keys */
     for (int64_t i = 0; i < n; i++) {
-        if (start[i] < 0 || start[i] >= ((int64_t)1 << 62)) return MEASURES_RANGE;
+        if (start[i] < 0 || start[i] >= ((int64_t)1 << 62) || pitch[i] < 0) return MEASURES_RANGE;
         key[i] = (uint64_t)start[i];
         idx[i] = i;
     }

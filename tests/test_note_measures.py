@@ -100,6 +100,10 @@ def test_outside_the_c_domain_the_references_run(native):
     assert measures_native.content_pairs(tracks, 96, 4, True, 128) is None
     assert dedupe.content_hash_of(tracks, 96) == dedupe.content_hash_reference(tracks, 96)
     assert measures_native.off_grid_counts([np.array([0.5, 96.0])], 96, (8, 12)) is None
+    assert measures_native.off_grid_counts([np.array([-96, 96])], 96, (8, 12)) is None
+    assert quality.off_grid_shares([np.array([-96, 97])], 96).tolist() == [0.5]
+    negative = (np.array([0, 96]), np.array([48, 144]), np.array([-3, 62]), np.array([True, True]))
+    assert measures_native.sequence(*negative, 96, 4.0) is None
     start, end = np.array([-5, 10]), np.array([20, 30])
     assert measures_native.sequence(start, end, np.array([60, 62]), np.array([True, True]), 96, 4.0) is None
     _assert_measures(quality.sequence_measures(start, end, np.array([60, 62]), np.array([True, True]), 96, 4.0),
