@@ -224,7 +224,6 @@ def signatures_reference(parts: list[tuple[np.ndarray, np.ndarray]], key: NearKe
 
 
 @functools.cache
-@functools.cache
 def bands(threshold: float, num_perm: int) -> tuple[int, int]:
     """(b bands, r rows each), b * r <= num_perm, for LSH at `threshold`: the pair that minimises LSH_WEIGHTS'
     weighted sum of the false positive and false negative areas, the integrals over the similarity s of the

@@ -38,10 +38,10 @@ from pipeline.midi import MidiError
 DRUM_CHANNEL = 9  # channel 10 counted from 1: General MIDI's percussion channel
 DEFAULT_TEMPO = 500_000  # microseconds per quarter note before the first tempo event: 120 bpm (MIDI 1.0)
 
-# What the MIDI 1.0 file format (SMF 1.0) does not allow but `read` reads on through by this module's rules, as
-# bits of Song.irregular (the same in smf_events.c). A file with none of them is one a strict parser (symusic)
-# accepts; prepare asks symusic for its verdict only on the others (tests/test_smf_irregular.py checks this on
-# damaged copies of real files).
+# What the MIDI 1.0 file format (SMF 1.0) does not allow but `read` reads on through by this module's rules, and
+# what symusic is seen to mishandle (F7 escapes), as bits of Song.irregular (the same in smf_events.c). A file
+# with none of them is one a strict parser (symusic) accepts; prepare asks symusic for its verdict only on the
+# others (tests/test_smf_irregular.py checks this on damaged copies of real files and on random event streams).
 IRREGULAR_CHUNK_PAST_END = 1      # a chunk's length runs past the end of the file
 IRREGULAR_FOREIGN_CHUNK = 2       # a chunk that is not MTrk, or bytes after the last chunk
 IRREGULAR_CUT_EVENT = 4           # a track chunk ends inside an event, or a meta or sysex runs past it
@@ -50,6 +50,8 @@ IRREGULAR_DATA_OVER_127 = 16      # a data byte of a channel message with its to
 IRREGULAR_STATUS_AFTER_META = 32  # running status carried over a meta or sysex event (SMF 1.0: they cancel it)
 IRREGULAR_LONG_NUMBER = 64        # a variable-length number of more than 4 bytes
 IRREGULAR_HEADER = 128            # a header chunk not 6 bytes long, a format past 2, or a track count that differs
+IRREGULAR_ESCAPE = 256            # an F7 escape or sysex continuation: legal, but symusic 0.6 does not skip it by
+#                                   its length and can lose its place after one
 
 
 def unwrap(data: bytes) -> bytes:
@@ -236,6 +238,8 @@ def _events_python(data: bytes, pos: int) -> _Events:
             if c >= 0xF0:  # meta (FF type len data) or sysex (F0/F7 len data): skipped but for a few metas
                 if c not in (0xFF, 0xF0, 0xF7):
                     irregular |= IRREGULAR_UNKNOWN_STATUS
+                if c == 0xF7:
+                    irregular |= IRREGULAR_ESCAPE
                 i += 1
                 kind = -1
                 if c == 0xFF:

@@ -40,7 +40,9 @@ enum {
     IRREGULAR_UNKNOWN_STATUS = 8,     /* a status byte 0xF1-0xF6 or 0xF8-0xFE */
     IRREGULAR_DATA_OVER_127 = 16,     /* a data byte of a channel message with its top bit set */
     IRREGULAR_STATUS_AFTER_META = 32, /* running status carried over a meta or sysex event */
-    IRREGULAR_LONG_NUMBER = 64        /* a variable-length number of more than 4 bytes */
+    IRREGULAR_LONG_NUMBER = 64,       /* a variable-length number of more than 4 bytes */
+    IRREGULAR_ESCAPE = 256            /* an F7 escape or sysex continuation: legal, but symusic 0.6 does not skip it
+                                       * by its length and can lose its place after one */
 };
 
 /* A FIFO of pending note-ons per (channel << 7 | key byte). The key byte is taken whole, as the Python loop
@@ -145,6 +147,7 @@ static int track_events(const uint8_t *d, int64_t len, int64_t pos, int64_t end,
         c = d[i];
         if (c >= 0xF0) {  /* meta (FF type len data) or sysex (F0/F7 len data): skipped but for a few metas */
             if (c != 0xFF && c != 0xF0 && c != 0xF7) irregular |= IRREGULAR_UNKNOWN_STATUS;
+            if (c == 0xF7) irregular |= IRREGULAR_ESCAPE;
             i++;
             int kind = -1;
             if (c == 0xFF) {
