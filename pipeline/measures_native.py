@@ -21,7 +21,7 @@ MEASURES = Native(
     (_P, _P, _P, _P, _I64, _I64, _F64, _P, _P), "pipeline.measures_native", "the C note measures",
     "prepare measures notes with numpy, the same values, about five times slower", "PIPELINE_MEASURES_NATIVE",
     (("off_grid_counts", (_P, _P, _I64, _I64, _P, _I64, _P)),
-     ("content_pairs", (_P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _P, _P, _P, _P))))
+     ("content_pairs", (_P, _P, _P, _P, _I64, _I64, _I64, _I64, _I64, _P, _P, _P, _P))), (native.RADIX_SORT,))
 
 
 def library() -> ctypes.CDLL | None:

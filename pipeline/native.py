@@ -51,6 +51,15 @@ class Native(NamedTuple):
     fallback: str
     switch: str           # the environment variable that, set to 0, turns it off
     others: tuple = ()    # the library's other entry points: (name, ctypes signature) pairs, each returning a C int
+    prelude: tuple = ()   # C files put before `source` (code it shares with other libraries), compiled with it
+
+
+RADIX_SORT = Path(__file__).with_name("radix_sort.c")  # a prelude of smf_events.c and note_measures.c
+
+
+def source_text(spec: Native) -> str:
+    """The C text `spec`'s library is built from: its prelude's files, then its source."""
+    return "".join(p.read_text() + "\n" for p in spec.prelude) + spec.source.read_text()
 
 
 def library_path(source: str, cc: list[str], stem: str, flags: tuple[str, ...]) -> Path:
@@ -92,7 +101,7 @@ def load(spec: Native) -> ctypes.CDLL | None:
     """`spec`'s library, loaded, built first where needed; None, with a warning, where it cannot be built or
     loaded. Once per process and library."""
     try:
-        source = spec.source.read_text()
+        source = source_text(spec)
         cc = compiler()
         path = library_path(source, cc, spec.stem, spec.flags)
         if path.is_file():

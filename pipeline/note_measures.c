@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <string.h>
 
+/* radix_sort comes from pipeline/radix_sort.c, which pipeline/native.py puts before this text */
+
 enum { MEASURES_OK = 0, MEASURES_RANGE = 1 };
 
 /* rint(x) for x >= 0: adding and taking away 2^52 leaves x rounded to an integer in the current rounding mode
@@ -44,42 +46,6 @@ static double pairwise_sum(const double *a, int64_t n) {
     int64_t n2 = n / 2;
     n2 -= n2 % 8;
     return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2);
-}
-
-/* Stable LSD radix sort of n keys (8 bits a pass) carrying idx (or nothing, where NULL); tmp_k, tmp_i: n values each, scratch.
- * Bytes that are the same in every key are neither counted nor sorted on. The result ends in key and idx. */
-static void radix_sort(uint64_t *key, int64_t *idx, uint64_t *tmp_k, int64_t *tmp_i, int64_t n) {
-    int64_t count[8][256];
-    uint64_t *from_k = key, *to_k = tmp_k, differ = 0;
-    int64_t *from_i = idx, *to_i = tmp_i;
-    int bytes[8], n_bytes = 0;
-    if (n < 2) return;
-    for (int64_t i = 0; i < n; i++) differ |= key[i] ^ key[0];
-    for (int b = 0; b < 8; b++)
-        if ((differ >> (8 * b)) & 0xFF) bytes[n_bytes++] = b;
-    memset(count, 0, sizeof count);
-    for (int64_t i = 0; i < n; i++)
-        for (int j = 0; j < n_bytes; j++) count[j][(key[i] >> (8 * bytes[j])) & 0xFF]++;
-    for (int j = 0; j < n_bytes; j++) {
-        int shift = 8 * bytes[j];
-        int64_t *c = count[j], sum = 0;
-        for (int v = 0; v < 256; v++) {
-            int64_t k = c[v];
-            c[v] = sum;
-            sum += k;
-        }
-        for (int64_t i = 0; i < n; i++) {
-            int64_t at = c[(from_k[i] >> shift) & 0xFF]++;
-            to_k[at] = from_k[i];
-            if (idx) to_i[at] = from_i[i];
-        }
-        uint64_t *sk = from_k; from_k = to_k; to_k = sk;
-        int64_t *si = from_i; from_i = to_i; to_i = si;
-    }
-    if (from_k != key) {
-        memcpy(key, from_k, n * sizeof *key);
-        if (idx) memcpy(idx, from_i, n * sizeof *idx);
-    }
 }
 
 /* quality.off_grid_shares' counts: for each of n_parts parts (lengths[k] onsets each, concatenated), how many

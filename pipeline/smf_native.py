@@ -43,7 +43,8 @@ class Scan(NamedTuple):
 _P, _I64 = ctypes.c_void_p, ctypes.c_int64
 SMF_EVENTS = Native(SOURCE, "smf_events", FLAGS, (_P, _I64, _I64, _P, _P, _P), "pipeline.smf_native",
                     "the C event reader", "smf.read runs its Python loop, same results, about seven times slower",
-                    "PIPELINE_SMF_NATIVE", (("smf_parts", (_P, _I64, _P, _I64, _I64, _P, _P, _P, _P)),))
+                    "PIPELINE_SMF_NATIVE", (("smf_parts", (_P, _I64, _P, _I64, _I64, _P, _P, _P, _P)),),
+                    (native.RADIX_SORT,))
 
 
 def library() -> ctypes.CDLL | None:

@@ -531,7 +531,7 @@ def test_the_c_pass_is_built_at_first_use_and_gives_the_reference(tmp_path, near
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
         spec = N.NEAR_SIGNATURES
-        source, cc = spec.source.read_text(), native.compiler()
+        source, cc = native.source_text(spec), native.compiler()
         assert native.library_path(source, cc, spec.stem, spec.flags) == lib
         assert native.library_path(source, cc, spec.stem, ("-O2", *spec.flags[1:])) != lib  # flags count
 

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from pipeline import smf, smf_native
-from pipeline.native import compiler, library_path
+from pipeline.native import compiler, library_path, source_text
 from tests.test_reported import _vlq, smf_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -387,7 +387,7 @@ def test_the_build_is_cached_by_digest_and_a_damaged_library_is_built_again(tmp_
     (lib,) = (tmp_path / "cache" / "midi-pipeline").iterdir()  # the library alone: no temporary file left
     assert lib.name.startswith("smf_events_") and lib.suffix == ".so"
     with mock.patch.dict(os.environ, {"XDG_CACHE_HOME": str(tmp_path / "cache")}):
-        source, cc, flags = smf_native.SOURCE.read_text(), compiler(), smf_native.FLAGS
+        source, cc, flags = source_text(smf_native.SMF_EVENTS), compiler(), smf_native.FLAGS
         assert library_path(source, cc, "smf_events", flags) == lib
         assert library_path(source + "\n", cc, "smf_events", flags) != lib  # an edit builds anew
         assert library_path(source, [*cc, "-m64"], "smf_events", flags) != lib
