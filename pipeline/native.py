@@ -1,6 +1,7 @@
 """The pipeline's compiled C, built at first use and loaded with ctypes: one build for every library (`load`, given
 each library's `Native` description, which lives beside the code that calls it: smf_native.SMF_EVENTS for the
-event pass of smf.read, near_duplicates.NEAR_SIGNATURES for the near-duplicate signatures).
+event pass of smf.read, near_duplicates.NEAR_SIGNATURES for the near-duplicate signatures,
+measures_native.MEASURES for prepare's note measures).
 
 The build: the system C compiler ($CC, else `cc`), the library's flags, once per machine, into
 $XDG_CACHE_HOME/midi-pipeline/ (~/.cache/midi-pipeline/ where that is unset), each library named by its stem and a
@@ -16,7 +17,6 @@ variable) is 0, and where it cannot be had (no compiler, a failed build: one war
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import shlex
@@ -96,10 +96,18 @@ def _load(path: Path, spec: Native) -> ctypes.CDLL:
     return lib
 
 
-@functools.cache
+_loaded: dict[str, ctypes.CDLL | None] = {}  # by stem: a lookup each file, where hashing the spec took microseconds
+
+
 def load(spec: Native) -> ctypes.CDLL | None:
     """`spec`'s library, loaded, built first where needed; None, with a warning, where it cannot be built or
     loaded. Once per process and library."""
+    if spec.stem not in _loaded:
+        _loaded[spec.stem] = _build_and_load(spec)
+    return _loaded[spec.stem]
+
+
+def _build_and_load(spec: Native) -> ctypes.CDLL | None:
     try:
         source = source_text(spec)
         cc = compiler()
@@ -125,14 +133,6 @@ def enabled(spec: Native) -> bool:
     return os.environ.get(spec.switch, "1") != "0"
 
 
-_loaded: dict[str, ctypes.CDLL | None] = {}
-
-
 def library(spec: Native) -> ctypes.CDLL | None:
-    """`load(spec)` where its switch is on, else None: what a caller asks for each file. Memoised by the
-    library's stem (load's own cache hashes the whole spec on every call, a few microseconds a file)."""
-    if not enabled(spec):
-        return None
-    if spec.stem not in _loaded:
-        _loaded[spec.stem] = load(spec)
-    return _loaded[spec.stem]
+    """`load(spec)` where its switch is on, else None: what a caller asks for each file."""
+    return load(spec) if enabled(spec) else None

@@ -263,8 +263,7 @@ class NearIndex:
         # the permutations and the C signature pass, done here, before prepare's pool forks its workers, so that
         # they inherit them instead of each paying for them (neither imports datasketch: its import loads scipy)
         _permutation_arrays(key.num_perm, key.seed)
-        if native.enabled(NEAR_SIGNATURES):  # and the C signatures built or loaded
-            native.load(NEAR_SIGNATURES)
+        native.library(NEAR_SIGNATURES)  # the C signatures built or loaded (where switched on)
         self._file = tempfile.TemporaryFile()
         self._owner = array.array("i")  # the file number of each part, in the order added: 4 bytes a part
         self.parts = 0

@@ -592,9 +592,9 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
             part = numbers[lo:lo + 4_096]
             group_ids = ids.take(pa.array(group_of[part])).to_pylist()
             closest = ids.take(pa.array(np.maximum(near.closest[part], 0))).to_pylist()
-            for (k, r), group, near_of in zip(_rows(files, part), group_ids, closest):
-                _select(r, spill.get(k), cfg, group, digest_hex(parsed.content_hash[k]),
-                        song_key(r["composer"], r["title"]) if p.dedupe.by_title else None,
+            song_of = songs.take(pa.array(part)).to_pylist()  # the keys song_keys made, not made again
+            for (k, r), group, near_of, song in zip(_rows(files, part), group_ids, closest, song_of):
+                _select(r, spill.get(k), cfg, group, digest_hex(parsed.content_hash[k]), song,
                         (near_of, float(near.similarity[k])) if near.closest[k] >= 0 else (None, None),
                         selected, rejects, accounts)
     finally:

@@ -370,23 +370,13 @@ def _programs_at(track: np.ndarray, ch: np.ndarray, start: np.ndarray, programs:
     """Each note's program: its channel's program at its onset, the last change at or before it in tick order
     (ties in file order), program 0 before any (General MIDI's default); the channel's state is shared by every
     track of a type-0/1 file and kept per track in a type-2 file. Notes (n,) int64 each; programs (m, 4) int64
-    rows of (tick, track, channel, program). Returns (n,) int64.
-
-    One search of every onset among the changes sorted by (scope, channel, tick), packed into an int64 where the
-    values fit (all but pathological files), else a loop over the (scope, channel) keys."""
+    rows of (tick, track, channel, program). Returns (n,) int64."""
     prog = np.zeros(len(start), np.int64)
     if not len(programs):
         return prog
     at, p_track, p_ch, value = programs.T
     p_key = (p_track if independent_tracks else np.zeros_like(p_track)) * 16 + p_ch
     n_key = (track if independent_tracks else np.zeros_like(track)) * 16 + ch
-    if max(at.max(), start.max()) < 1 << 40 and max(p_key.max(), n_key.max()) < 1 << 22:
-        changes = (p_key << 40) | at
-        by = np.argsort(changes, kind="stable")
-        changes, value = changes[by], value[by]
-        j = np.searchsorted(changes, (n_key << 40) | start, side="right") - 1
-        hit = (j >= 0) & (changes[np.maximum(j, 0)] >> 40 == n_key)
-        return np.where(hit, value[np.maximum(j, 0)], 0)
     by = np.argsort(at, kind="stable")
     for key in np.unique(p_key).tolist():
         mine = by[p_key[by] == key]
