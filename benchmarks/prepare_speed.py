@@ -1,7 +1,7 @@
 """The prepare stage at scale: throughput against a pretty_midi equivalent, and peak memory as the corpus grows.
 
 Usage: python benchmarks/prepare_speed.py [--files 5000] [--baseline-files 300] [--workers 2] [--near-copies]
-       [--no-near]
+       [--distinct-songs] [--no-near]
 
 The shared Lakh and pop files are replicated to --files files, each made byte-unique (an extra track with one
 text event) so that no replica is skipped by the md5 dedupe and every one is parsed. Measured in one run:
@@ -57,7 +57,31 @@ def near_copy(data: bytes, k: int) -> bytes:
     return score.dumps_midi()
 
 
-def corpus(n: int, near_copies: bool = False) -> list[bytes]:
+def distinct_copy(base: list[bytes], k: int, cluster: int = 4) -> bytes:
+    """Replica k as one of `cluster` versions of a song of its own: song k // cluster is a base file with its
+    pitch classes permuted (a permutation drawn per round through the base files, the identity in the first), so
+    songs differ in their intervals and the near-duplicate level keeps them apart; each version after the first
+    is transposed and has one note left out. Every file is selected and the pairs grow with the files, not with
+    their square, as in a real corpus (LMD holds a few versions of a song, not hundreds)."""
+    from symusic import Note, Score
+
+    song, version = divmod(k, cluster)
+    rounds, b = divmod(song, len(base))
+    cls = np.random.default_rng(rounds).permutation(12) if rounds else np.arange(12)
+    score = Score.from_midi(base[b])
+    for t in score.tracks:
+        if t.is_drum or not len(t.notes):
+            continue
+        a = t.notes.numpy()
+        pitch = a["pitch"].astype(np.int64)
+        pitch = np.clip(pitch // 12 * 12 + cls[pitch % 12] + version, 0, 127)
+        keep = np.arange(len(pitch)) != (k % len(pitch) if version else -1)
+        t.notes = Note.from_numpy(a["time"][keep], a["duration"][keep], pitch[keep].astype(np.int8),
+                                  a["velocity"][keep], "tick")
+    return score.dumps_midi()
+
+
+def corpus(n: int, near_copies: bool = False, distinct: bool = False) -> list[bytes]:
     from symusic import Score
 
     base = []
@@ -70,6 +94,8 @@ def corpus(n: int, near_copies: bool = False) -> list[bytes]:
         base.append(data)
     if near_copies:
         return [unique(near_copy(base[k % len(base)], k), k) for k in range(n)]
+    if distinct:
+        return [unique(distinct_copy(base, k), k) for k in range(n)]
     return [unique(base[k % len(base)], k) for k in range(n)]
 
 
@@ -102,7 +128,7 @@ def run_stage(workdir: Path, workers: int, near: bool = True) -> dict:
     p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}}, "prepare": {"workers": workers},
                  **({} if near else {"dedupe": {"near": {"threshold": 0}}})})
     t = time.perf_counter()
-    selected, rejects, _, report = prepare.run(p)
+    report = prepare.run(p, workdir / "out")
     dt = time.perf_counter() - t
     deadline = time.time() + 10
     while multiprocessing.active_children() and time.time() < deadline:  # reap the pool to read its peaks
@@ -159,6 +185,9 @@ def main() -> None:
     ap.add_argument("--near-copies", action="store_true",
                     help="replicas as near-copies (transposed, one note left out): the near-duplicate level's "
                          "stress test, every replica joining the others of its song")
+    ap.add_argument("--distinct-songs", action="store_true",
+                    help="replicas as distinct songs in versions of 4 (pitch classes permuted per song; each version "
+                         "transposed, one note left out): every file selected, pairs linear in the files")
     ap.add_argument("--no-near", action="store_true", help="the near-duplicate level off (dedupe.near.threshold 0)")
     ap.add_argument("--stage-only", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -166,7 +195,7 @@ def main() -> None:
         print(json.dumps(run_stage(Path(args.stage_only), args.workers, not args.no_near)))
         return
 
-    blobs = corpus(args.files, args.near_copies)
+    blobs = corpus(args.files, args.near_copies, args.distinct_songs)
     print(f"corpus: {len(blobs)} byte-unique files ({sum(map(len, blobs)) / 1e6:.0f} MB) from the shared "
           f"Lakh and pop files; {args.workers} workers on {os.cpu_count()} cores")
     rates, peaks = {}, {}

@@ -55,9 +55,7 @@ def params(workers: int, **represent) -> P.Params:
 def prepared(workdir: Path, blobs: list[bytes], p: P.Params) -> None:
     build(workdir, blobs)
     os.chdir(workdir)
-    selected, *_ = prepare.run(p)
-    Path("data/prepared").mkdir(parents=True, exist_ok=True)
-    pq.write_table(selected, "data/prepared/selected.parquet")
+    prepare.run(p, Path("data/prepared"))
 
 
 def run_convert(p: P.Params) -> tuple[float, dict, Path]:

@@ -63,7 +63,7 @@ NEAR_SIGNATURES = native.Native(
     "the C near-duplicate signature pass",
     "near_duplicates.signatures runs numpy and datasketch, the same signatures, about eleven times slower",
     "PIPELINE_NEAR_NATIVE")
-CHUNK = 8_192        # parts (or pairs) read from disk at a time: a few MB each
+CHUNK = 2_048        # parts (or pairs) read from disk at a time: 2 MB of signatures each
 
 
 @dataclass(frozen=True)
@@ -296,10 +296,11 @@ class NearIndex:
         seen, skipped = np.empty(0, np.int64), 0  # candidate pairs of parts so far, as codes i * n + j
         with _Signatures(self._file, self.parts, self.key.num_perm) as sigs, tempfile.TemporaryFile() as keys:
             for lo in range(0, len(keep), CHUNK):
-                rows = sigs.rows(keep[lo:lo + CHUNK]).astype(np.uint64)[:, :b * r].reshape(-1, b, r)
-                folded = np.zeros(rows.shape[:2], np.uint64)
-                for c in range(r):  # the band's r values folded into one 64-bit key (wrapping)
-                    folded = folded * np.uint64(0x9E37_79B9_7F4A_7C15) + rows[:, :, c]
+                rows = sigs.rows(keep[lo:lo + CHUNK])
+                folded = np.zeros((len(rows), b), np.uint64)
+                for c in range(r):  # the band's r values folded into one 64-bit key (wrapping), from strided views
+                    folded *= np.uint64(0x9E37_79B9_7F4A_7C15)
+                    folded += rows[:, c:b * r:r]
                 for band in range(b):  # each band's keys contiguous in the file, written with plain writes
                     keys.seek((band * len(keep) + lo) * 8)
                     keys.write(np.ascontiguousarray(folded[:, band]).tobytes())
@@ -309,12 +310,14 @@ class NearIndex:
                 skipped += crowded
                 # merged by sorting: np.union1d's hash-based unique is 100x slower on millions of codes
                 seen = sorted_unique(np.concatenate([seen, i * n + j]))
-            i, j = seen // n, seen % n
-            sim = np.empty(len(seen))
-            for lo in range(0, len(seen), CHUNK):  # each candidate checked once, in chunks
-                sim[lo:lo + CHUNK] = (sigs.rows(i[lo:lo + CHUNK]) == sigs.rows(j[lo:lo + CHUNK])).mean(1)
-        ok = sim >= self.key.threshold
-        i, j, sim = i[ok], j[ok], sim[ok]
+            found = []  # the candidates that pass, kept a chunk at a time: memory in the pairs, not the candidates
+            for lo in range(0, len(seen), CHUNK):  # each candidate checked once
+                i, j = seen[lo:lo + CHUNK] // n, seen[lo:lo + CHUNK] % n
+                x = (sigs.rows(i) == sigs.rows(j)).mean(1)
+                ok = x >= self.key.threshold
+                found.append((i[ok], j[ok], x[ok]))
+            del seen
+        i, j, sim = (np.concatenate(c) for c in zip(*found)) if found else (empty, empty, np.empty(0))
         a, bb = np.minimum(owner[i], owner[j]).astype(np.int64), np.maximum(owner[i], owner[j]).astype(np.int64)
         # the best pair of parts per pair of files
         order = np.lexsort((-sim, bb, a))

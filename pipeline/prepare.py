@@ -8,6 +8,7 @@ file, track or sequence, with a reason) and metrics/prepare.json.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 import signal
@@ -17,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from functools import partial
 from itertools import combinations
+from pathlib import Path
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -31,6 +33,7 @@ from pipeline.artifacts import Batch, iter_batches, read_batch
 from pipeline.atomic import atomic_path, write_json
 from pipeline.cli import run_stage
 from pipeline.dedupe import ContentKey, UnionFind, content_hash_of, first_of_each, smallest_member
+from pipeline.external_sort import ExternalSort
 from pipeline.instruments import infer, is_choral
 from pipeline.midi import MidiError, parse
 from pipeline.near_duplicates import NearIndex, NearKey, signatures
@@ -348,25 +351,71 @@ class Spill:
         self._file.close()
 
 
-class Rows:
-    """Output rows gathered into Arrow tables every `flush` rows: compact however many there are."""
+RUN_BYTES = 1 << 20  # output rows held before they go to disk as a sorted run (ExternalSort)
 
-    def __init__(self, schema: pa.Schema, flush: int = 5_000) -> None:
-        self.schema, self.flush, self._rows, self._tables = schema, flush, [], []
 
-    def append(self, row: dict) -> None:
-        self._rows.append(row)
-        if len(self._rows) >= self.flush:
-            self._tables.append(pa.Table.from_pylist(self._rows, self.schema))
-            self._rows = []
+class Outputs:
+    """The stage's selected and rejects rows, each sorted on disk as it comes (ExternalSort: a bounded amount held
+    here however large the corpus), and the report's counts, kept as rows are added (no table is held to count
+    them)."""
 
-    def extend(self, table: pa.Table) -> None:
-        """Rows already in a table of this schema, kept after those appended so far."""
-        self._tables += [pa.Table.from_pylist(self._rows, self.schema), table]
-        self._rows = []
+    def __init__(self, n: int) -> None:
+        self.selected = ExternalSort(SELECTED, ["id"], run_bytes=RUN_BYTES)
+        # a file's own row before its tracks'
+        self.rejects = ExternalSort(REJECTS, ["id", "track", "reason"], run_bytes=RUN_BYTES)
+        self.sequences: Counter = Counter()       # selected rows by source
+        self.files_selected: Counter = Counter()  # files with a selected row, by source
+        self.notes = 0                            # notes of the selected rows
+        self.families: Counter = Counter()        # selected tracks by instrument family...
+        self.inferred: Counter = Counter()        # ...and by how it was inferred
+        self.group_sequences = np.zeros(n, np.int64)  # selected rows by group (the file number naming it)
+        self.reasons: Counter = Counter()         # reject rows by reason
+        self.file_reasons: Counter = Counter()    # reject rows of whole files (no track) by (source, reason)
+        self.dropped_notes: Counter = Counter()   # notes of the reject rows, by reason
+        self.reject_sources: set[str] = set()     # the sources of the reject rows
 
-    def table(self) -> pa.Table:
-        return pa.concat_tables(self._tables + [pa.Table.from_pylist(self._rows, self.schema)])
+    def select(self, row: dict, group: int) -> None:
+        """A selected row (SELECTED) of the group named by file number `group`."""
+        self.selected.append(row)
+        self.sequences[row["source"]] += 1
+        self.notes += row["n_notes"]
+        self.families.update(row["families"])
+        self.inferred.update(row["inferred"])
+        self.group_sequences[group] += 1
+
+    def reject(self, row: dict) -> None:
+        """A reject row (REJECTS)."""
+        self.rejects.append(row)
+        self._count(row["source"], row["reason"], row["track"], row["notes"])
+
+    def reject_table(self, table: pa.Table) -> None:
+        """Reject rows already in a table (acquire's skips)."""
+        self.rejects.extend(table)
+        for r in table.select(["source", "reason", "track", "notes"]).to_pylist():
+            self._count(r["source"], r["reason"], r["track"], r["notes"])
+
+    def _count(self, source: str, reason: str, track: int | None, notes: int | None) -> None:
+        self.reasons[reason] += 1
+        if track is None:
+            self.file_reasons[source, reason] += 1
+        if notes is not None and notes > 0:
+            self.dropped_notes[reason] += notes
+        self.reject_sources.add(source)
+
+    def write(self, out: Path) -> None:
+        """selected.parquet and rejects.parquet in `out`, sorted (a row group per ExternalSort table)."""
+        for name, rows in (("selected", self.selected), ("rejects", self.rejects)):
+            with pq.ParquetWriter(out / f"{name}.parquet", rows.schema, compression="zstd") as w:
+                wrote = False
+                for t in rows.tables():
+                    w.write_table(t)
+                    wrote = True
+                if not wrote:
+                    w.write_table(rows.schema.empty_table())
+
+    def close(self) -> None:
+        self.selected.close()
+        self.rejects.close()
 
 
 @dataclass
@@ -416,9 +465,9 @@ def _inspect_all(p: P.Params, cfg: Config, files: pa.Table, parse_these: np.ndar
 @dataclass
 class NearResult:
     """The near-duplicate level's decisions over the files kept after the content level, by file number."""
-    pairs: pa.Table           # NEAR: every pair that joined (a < b by id), sorted by id
-    a: np.ndarray             # (m,) the pairs' file numbers...
-    b: np.ndarray             # ...(m,)
+    a: np.ndarray             # (m,) every pair that joined, as file numbers (a's id < b's id), sorted by id...
+    b: np.ndarray             # ...(m,)...
+    pair_similarity: np.ndarray  # ...(m,) float64: and its estimated Jaccard similarity
     closest: np.ndarray       # (n,) int64: each file's most similar partner, -1 where it has none
     similarity: np.ndarray    # (n,) float64: that estimated Jaccard similarity, nan where none
     dropped: np.ndarray       # (d,) int64: files dropped by dedupe.near.drop_above...
@@ -431,17 +480,15 @@ class NearResult:
 def no_near(n: int) -> NearResult:
     """The result when the near-duplicate level is off: no pairs, nothing dropped."""
     none = np.empty(0, np.int64)
-    return NearResult(NEAR.empty_table(), none, none, np.full(n, -1, np.int64), np.full(n, np.nan), none, none,
+    return NearResult(none, none, np.empty(0), np.full(n, -1, np.int64), np.full(n, np.nan), none, none,
                       np.empty(0))
 
 
-def near_duplicates(index: NearIndex, ids: pa.Array, rank: np.ndarray, live: np.ndarray,
-                    drop_above: float) -> NearResult:
+def near_duplicates(index: NearIndex, rank: np.ndarray, live: np.ndarray, drop_above: float) -> NearResult:
     """Join and (above `drop_above`, when > 0) drop near-duplicates among the `live` files ((n,) bool: those the
     content level kept that yield a sequence): a file rejected for another reason neither joins a group here
     nor causes a drop. A file is dropped when it is at least `drop_above` similar to a file before it (params
-    source order, then id) that is itself kept. `ids`: (n,) the files' ids; `rank`: (n,) each id's place in id
-    order."""
+    source order, then id) that is itself kept. `rank`: (n,) each file's place in id order."""
     a, b, sim, crowded = index.pairs(live)  # a < b in file number
     out = no_near(len(rank))
     if drop_above:
@@ -458,8 +505,7 @@ def near_duplicates(index: NearIndex, ids: pa.Array, rank: np.ndarray, live: np.
     hi = a + b - lo
     order = np.lexsort((rank[hi], rank[lo]))
     lo, hi, sim = lo[order], hi[order], sim[order]
-    out.pairs = pa.table([ids.take(pa.array(lo)), ids.take(pa.array(hi)), pa.array(sim)], schema=NEAR)
-    out.a, out.b = lo, hi
+    out.a, out.b, out.pair_similarity = lo, hi, sim
     # each file's closest partner: the most similar, ties to the smallest id
     me, other, x = np.concatenate([lo, hi]), np.concatenate([hi, lo]), np.concatenate([sim, sim])
     order = np.lexsort((rank[other], -x, me))
@@ -469,6 +515,16 @@ def near_duplicates(index: NearIndex, ids: pa.Array, rank: np.ndarray, live: np.
     out.closest[me[first]], out.similarity[me[first]] = other[first], x[first]
     out.parts, out.crowded = index.parts, crowded
     return out
+
+
+def write_pairs(path: Path, near: NearResult, ids: pa.ChunkedArray, chunk: int = 65_536) -> None:
+    """near.parquet (NEAR): the joined pairs by id, written a chunk at a time (their ids made only there)."""
+    with pq.ParquetWriter(path, NEAR, compression="zstd") as w:
+        for lo in range(0, max(len(near.a), 1), chunk):
+            sl = slice(lo, lo + chunk)
+            w.write_table(pa.table([ids.take(pa.array(near.a[sl], pa.int64())),
+                                    ids.take(pa.array(near.b[sl], pa.int64())),
+                                    pa.array(near.pair_similarity[sl], pa.float64())], schema=NEAR))
 
 
 def song_keys(files: pa.Table, by_title: bool, chunk: int = 4_096) -> pa.DictionaryArray:
@@ -504,11 +560,9 @@ class NoteAccounts:
             raise RuntimeError(f"prepare: {id_} has {notes_in} notes in, but {kept} selected + {dropped} counted "
                                "as dropped")
 
-    def report(self, rejects: pa.Table) -> dict:
-        dropped = rejects.filter(pc.fill_null(pc.greater(rejects.column("notes"), 0), False))
-        totals = dropped.group_by("reason").aggregate([("notes", "sum")]).to_pylist()
-        return {"notes_in": self.notes_in, "dropped": {t["reason"]: t["notes_sum"] for t in
-                                                      sorted(totals, key=lambda t: t["reason"])},
+    def report(self, dropped: Counter) -> dict:
+        """The totals, with `dropped`: the reject rows' notes by reason."""
+        return {"notes_in": self.notes_in, "dropped": dict(sorted(dropped.items())),
                 "recovered_without_note_off": self.recovered,
                 "ignored_events": dict(sorted(self.ignored.items()))}
 
@@ -524,11 +578,13 @@ def _null_codes(keys: pa.DictionaryArray) -> tuple[np.ndarray, np.ndarray]:
     return pc.fill_null(keys.indices, 0).to_numpy().astype(np.int64), valid
 
 
-def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
-    """The stage's work: (selected, rejects, near-duplicate pairs, report), as main writes them.
+def run(p: P.Params, out: Path) -> dict:
+    """The stage's work: selected.parquet, rejects.parquet and near.parquet (the near-duplicate pairs) written in
+    the folder `out` (made if missing); returns the report, as main writes it.
 
-    The bookkeeping is by file number (a file's row in the manifests) in numpy arrays and Arrow columns, so the
-    main process holds tens of bytes a file, not Python objects: a web-scale corpus prepares in flat memory."""
+    The bookkeeping is by file number (a file's row in the manifests) in numpy arrays and Arrow columns, and the
+    output rows are sorted on disk as they come (Outputs), so the main process holds tens of bytes a file, not
+    Python objects or output tables: a web-scale corpus prepares in flat memory."""
     cfg = Config.from_params(p)
     # the C event reader and note measures built (or loaded) here, once, not by each worker under its file's time
     # guard (NearIndex does the same for the near-duplicate signatures)
@@ -539,26 +595,27 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
     ids = files.column("id")
     rank = np.empty(n, np.int64)
     rank[pc.sort_indices(ids).to_numpy()] = np.arange(n)  # each id's place in id order: groups take the least
-    selected, rejects = Rows(SELECTED), Rows(REJECTS)
-    rejects.extend(skipped)
-    has = pc.fill_null(pc.not_equal(files.column("artifact"), ""), False).to_numpy(zero_copy_only=False)
-    for _, r in _rows(files, np.flatnonzero(~has)):
-        rejects.append(_reject(r, "not_downloaded", "known by its metadata only: the source did not allow the "
-                                                    "download"))
-    groups = UnionFind(n)
-    md5, md5_valid = _null_codes(_encode(files.column("md5")))
-    first = first_of_each(md5, has & md5_valid)
-    copy = np.flatnonzero((first >= 0) & (first != np.arange(n)))
-    for (_, r), kept in zip(_rows(files, copy), ids.take(pa.array(first[copy], pa.int64())).to_pylist()):
-        rejects.append(_reject(r, "duplicate_md5", f"byte-identical to {kept}", duplicate_of=kept))
-    groups.union_pairs(copy, first[copy])
-    parse_these = has.copy()
-    parse_these[copy] = False
-
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = Outputs(n)
     spill = Spill(n)
     index = NearIndex(cfg.near) if cfg.near else None
-    accounts = NoteAccounts()
     try:
+        outputs.reject_table(skipped)
+        has = pc.fill_null(pc.not_equal(files.column("artifact"), ""), False).to_numpy(zero_copy_only=False)
+        for _, r in _rows(files, np.flatnonzero(~has)):
+            outputs.reject(_reject(r, "not_downloaded", "known by its metadata only: the source did not allow "
+                                                        "the download"))
+        groups = UnionFind(n)
+        md5, md5_valid = _null_codes(_encode(files.column("md5")))
+        first = first_of_each(md5, has & md5_valid)
+        copy = np.flatnonzero((first >= 0) & (first != np.arange(n)))
+        for (_, r), kept in zip(_rows(files, copy), ids.take(pa.array(first[copy], pa.int64())).to_pylist()):
+            outputs.reject(_reject(r, "duplicate_md5", f"byte-identical to {kept}", duplicate_of=kept))
+        groups.union_pairs(copy, first[copy])
+        parse_these = has.copy()
+        parse_these[copy] = False
+
+        accounts = NoteAccounts()
         parsed = _inspect_all(p, cfg, files, parse_these, spill, index, accounts)
         lost = np.flatnonzero(parse_these & ~spill.holds())
         if len(lost):  # acquire vetted every member, so data/raw changed under it
@@ -571,16 +628,17 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
             content = first_of_each(parsed.content_hash, parsed.hashed)
             content[content == np.arange(n)] = -1
             kept[content >= 0] = False
-        near = (near_duplicates(index, ids, rank, kept & parsed.usable, p.dedupe.near.drop_above) if index
+        near = (near_duplicates(index, rank, kept & parsed.usable, p.dedupe.near.drop_above) if index
                 else no_near(n))
         kept[near.dropped] = False
+        release_freed_memory()
         dup = np.flatnonzero(content >= 0)
         _reject_copies(files, dup, content[dup], ["the same music as {}"] * len(dup), "duplicate_content",
-                       parsed.notes_in, rejects)
+                       parsed.notes_in, outputs)
         _reject_copies(files, near.dropped, near.copies,
                        [f"a near-copy of {{}} (estimated Jaccard {x:.3f} of their most similar parts, "
                         f"dedupe.near.drop_above={p.dedupe.near.drop_above:g})"
-                        for x in near.dropped_similarity.tolist()], "near_duplicate", parsed.notes_in, rejects)
+                        for x in near.dropped_similarity.tolist()], "near_duplicate", parsed.notes_in, outputs)
         groups.join_by(parsed.content_hash, parsed.hashed)  # same music joins a group, dropped or not
         groups.union_pairs(near.a, near.b)
         songs = song_keys(files, p.dedupe.by_title)
@@ -594,28 +652,26 @@ def run(p: P.Params) -> tuple[pa.Table, pa.Table, pa.Table, dict]:
             closest = ids.take(pa.array(np.maximum(near.closest[part], 0))).to_pylist()
             song_of = songs.take(pa.array(part)).to_pylist()  # the keys song_keys made, not made again
             for (k, r), group, near_of, song in zip(_rows(files, part), group_ids, closest, song_of):
-                _select(r, spill.get(k), cfg, group, digest_hex(parsed.content_hash[k]), song,
+                _select(r, spill.get(k), cfg, (group, int(group_of[k])), digest_hex(parsed.content_hash[k]), song,
                         (near_of, float(near.similarity[k])) if near.closest[k] >= 0 else (None, None),
-                        selected, rejects, accounts)
+                        outputs, accounts)
+        spill.close()  # the parked results are spent: their disk space goes before the outputs are merged
+        outputs.write(out)
+        write_pairs(out / "near.parquet", near, ids)
     finally:
         spill.close()
+        outputs.close()
         if index:
             index.close()
-    selected_t = selected.table().sort_by("id")
-    rejects_t = rejects.table()
-    order = pa.table({"id": rejects_t.column("id"), "track": pc.fill_null(rejects_t.column("track"), -1),
-                      "reason": rejects_t.column("reason")})
-    rejects_t = rejects_t.take(pc.sort_indices(order, [("id", "ascending"), ("track", "ascending"),
-                                                       ("reason", "ascending")]))
-    report = summarize(_counts(files.column("source")), selected_t, rejects_t)
+    report = summarize(_counts(files.column("source")), outputs)
     report["dedupe"] = dedupe_report(files.column("source"), group_of, songs, report["by_reason"], near)
     report["filters"] = filter_report(p.filter, report["by_reason"])
-    report["note_accounting"] = accounts.report(rejects_t)
-    return selected_t, rejects_t, near.pairs, report
+    report["note_accounting"] = accounts.report(outputs.dropped_notes)
+    return report
 
 
 def _reject_copies(files: pa.Table, copies: np.ndarray, originals: np.ndarray, messages: list[str], reason: str,
-                   notes_in: np.ndarray, rejects: Rows, chunk: int = 4_096) -> None:
+                   notes_in: np.ndarray, outputs: Outputs, chunk: int = 4_096) -> None:
     """Reject rows for files dropped as copies ((m,) file numbers) of kept ones ((m,) file numbers), each with its
     message (a format with {} for the kept file's id) and all its notes (notes_in, by file number; -1: unknown),
     a chunk at a time."""
@@ -625,40 +681,43 @@ def _reject_copies(files: pa.Table, copies: np.ndarray, originals: np.ndarray, m
         notes = notes_in[copies[lo:lo + chunk]].tolist()
         for (_, r), original, message, n_notes in zip(_rows(files, copies[lo:lo + chunk]), kept,
                                                       messages[lo:lo + chunk], notes):
-            rejects.append(_reject(r, reason, message.format(original), duplicate_of=original,
+            outputs.reject(_reject(r, reason, message.format(original), duplicate_of=original,
                                    notes=n_notes if n_notes >= 0 else None))
 
 
-def _select(r: dict, res: dict, cfg: Config, group: str, content_hash: str, song: str | None,
-            closest: tuple[str | None, float | None], selected: Rows, rejects: Rows, accounts: NoteAccounts) -> None:
+def _select(r: dict, res: dict, cfg: Config, group: tuple[str, int], content_hash: str, song: str | None,
+            closest: tuple[str | None, float | None], outputs: Outputs, accounts: NoteAccounts) -> None:
     """A kept file's selected sequences and its rejected tracks and sequences, its notes accounted for (its
-    totals were added to `accounts` as it was read)."""
+    totals were added to `accounts` as it was read). `group`: the group's id and the number of the file naming
+    it."""
     kept_notes = dropped_notes = 0
     for d in res.get("dropped", []):
-        rejects.append(_reject(r, d["reason"], d["message"], track=d["track"], notes=d["notes"]))
+        outputs.reject(_reject(r, d["reason"], d["message"], track=d["track"], notes=d["notes"]))
         dropped_notes += d["notes"]
     if "reason" in res:
         # the file's notes that no track row above accounts for: all of them, or its selection's
         lost = res.get("notes_in", 0) - dropped_notes if "notes_in" in res else None
-        rejects.append(_reject(r, res["reason"], res["message"], notes=lost))
+        outputs.reject(_reject(r, res["reason"], res["message"], notes=lost))
         accounts.check(r["id"], res.get("notes_in"), 0, dropped_notes + (lost or 0))
         return
     for s in res["sequences"]:
         if "reason" in s:
-            rejects.append(_reject(r, s["reason"], s["message"], track=s["track"], notes=s["n_notes"]))
+            outputs.reject(_reject(r, s["reason"], s["message"], track=s["track"], notes=s["n_notes"]))
             dropped_notes += s["n_notes"]
             continue
         kept_notes += s["n_notes"]
-        selected.append(dict(
+        outputs.select(dict(
             id=r["id"] if s["track"] is None else f"{r['id']}#{s['track']}", file=r["id"],
             source=r["source"], artifact=r["artifact"], member=r["member"], md5=r["md5"],
-            content_hash=content_hash, song=song, group=group,
+            content_hash=content_hash, song=song, group=group[0],
             title=r["title"], composer=r["composer"], split=r["split"],
             near_duplicate_of=closest[0], near_similarity=closest[1],
             **{k: s[k] for k in SEQUENCE_COLUMNS},
-        ))
-    if not any("reason" not in s for s in res["sequences"]):
-        rejects.append(_reject(r, "no_sequence_left", "every selected track failed a quality filter", notes=0))
+        ), group[1])
+    if any("reason" not in s for s in res["sequences"]):
+        outputs.files_selected[r["source"]] += 1
+    else:
+        outputs.reject(_reject(r, "no_sequence_left", "every selected track failed a quality filter", notes=0))
     accounts.check(r["id"], res["notes_in"], kept_notes, dropped_notes)
 
 
@@ -667,35 +726,26 @@ def _counts(column: pa.ChunkedArray | pa.Array) -> Counter:
     return Counter({c["values"]: c["counts"] for c in pc.value_counts(column).to_pylist()})
 
 
-def summarize(acquired: Counter, selected: pa.Table, rejects: pa.Table) -> dict:
-    """The report, from the tables' columns with Arrow's group-bys (no row becomes a Python object)."""
-    rejects = rejects.select(["source", "reason", "track", "id"])  # the columns counted: filters copy only these
-    file_level = rejects.filter(pc.is_null(rejects.column("track")))
-    files = (selected.select(["source", "file", "id"]).group_by("source")
-             .aggregate([("file", "count_distinct"), ("id", "count")]).to_pylist())
-    files = {f["source"]: f for f in files}
-    reasons = file_level.group_by(["source", "reason"]).aggregate([("id", "count")]).to_pylist()
-    by_source = {}
-    for s in sorted(set(acquired) | set(pc.unique(rejects.column("source")).to_pylist())):
-        by_source[s] = {
-            "acquired": acquired[s],
-            "files_selected": files.get(s, {}).get("file_count_distinct", 0),
-            "sequences": files.get(s, {}).get("id_count", 0),
-            "by_reason": dict(sorted((r["reason"], r["id_count"]) for r in reasons if r["source"] == s)),
-        }
-    group_sizes = pc.value_counts(selected.column("group")).field("counts").to_numpy()
-    flat = lambda col: _counts(pc.list_flatten(selected.column(col)))  # noqa: E731
+def summarize(acquired: Counter, outputs: Outputs) -> dict:
+    """The report's file, sequence, group, reason and track counts, from those Outputs kept as rows came."""
+    sources = sorted(set(acquired) | outputs.reject_sources)
+    by_source = {s: {
+        "acquired": acquired[s],
+        "files_selected": outputs.files_selected[s],
+        "sequences": outputs.sequences[s],
+        "by_reason": dict(sorted((r, c) for (src, r), c in outputs.file_reasons.items() if src == s)),
+    } for s in sources}
+    sizes = outputs.group_sequences
     return {
-        "files": {"acquired": sum(acquired.values()),
-                  "selected": pc.count_distinct(selected.column("file")).as_py(),
-                  "rejected": file_level.num_rows},
-        "sequences": selected.num_rows,
-        "notes": pc.sum(selected.column("n_notes")).as_py() or 0,
-        "groups": {"total": len(group_sizes), "with_several_sequences": int((group_sizes > 1).sum())},
+        "files": {"acquired": sum(acquired.values()), "selected": sum(outputs.files_selected.values()),
+                  "rejected": sum(outputs.file_reasons.values())},
+        "sequences": sum(outputs.sequences.values()),
+        "notes": outputs.notes,
+        "groups": {"total": int((sizes > 0).sum()), "with_several_sequences": int((sizes > 1).sum())},
         "by_source": by_source,
-        "by_reason": dict(sorted(_counts(rejects.column("reason")).items())),
-        "tracks_by_family": dict(sorted(flat("families").items())),
-        "tracks_inferred_by": dict(sorted(flat("inferred").items())),
+        "by_reason": dict(sorted(outputs.reasons.items())),
+        "tracks_by_family": dict(sorted(outputs.families.items())),
+        "tracks_inferred_by": dict(sorted(outputs.inferred.items())),
     }
 
 
@@ -731,7 +781,7 @@ def dedupe_report(sources: pa.ChunkedArray | pa.Array, group_of: np.ndarray, son
     return {
         "md5": {"dropped": reasons.get("duplicate_md5", 0)},
         "content": {"dropped": reasons.get("duplicate_content", 0)},
-        "near": {"pairs": near.pairs.num_rows, "files_in_pairs": int((near.closest >= 0).sum()),
+        "near": {"pairs": len(near.a), "files_in_pairs": int((near.closest >= 0).sum()),
                  "dropped": len(near.dropped), "parts_indexed": near.parts,
                  "crowded_band_values_skipped": near.crowded},
         "title": {"files_sharing_a_song": int(per_song[per_song > 1].sum())},
@@ -747,19 +797,26 @@ def use_system_allocator() -> None:
     pa.set_memory_pool(pa.system_memory_pool())
 
 
+def release_freed_memory() -> None:
+    """Hand the memory freed so far back to the system (glibc's malloc_trim(3)). A phase's numpy temporaries are
+    freed inside the heap, where a few live objects above them keep the pages resident, and the rest of the stage
+    then runs on top of them: trimmed after the near-duplicate level, the stage's peak is that level's, not that
+    level's plus what follows (benchmarks/prepare_speed.py, docs/benchmarks.md). Nothing happens where the C
+    library has no malloc_trim (musl, macOS)."""
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def main() -> None:
     use_system_allocator()
     p = P.load()
     began = time.perf_counter()
-    selected, rejects, near, report = run(p)
-    if selected.num_rows == 0:
-        raise SystemExit(f"prepare: no sequence survived ({rejects.num_rows} rejects, reasons "
-                         f"{report['by_reason']})")
     with atomic_path(PREPARED) as tmp:
-        tmp.mkdir(parents=True)
-        pq.write_table(selected, tmp / "selected.parquet", compression="zstd")
-        pq.write_table(rejects, tmp / "rejects.parquet", compression="zstd")
-        pq.write_table(near, tmp / "near.parquet", compression="zstd")
+        report = run(p, tmp)
+        if report["sequences"] == 0:  # nothing moves into place
+            raise SystemExit(f"prepare: no sequence survived ({sum(report['by_reason'].values())} rejects, "
+                             f"reasons {report['by_reason']})")
     write_json(PREPARE_REPORT, report)
     f = report["files"]
     print(f"prepare: kept {report['sequences']} sequences from {f['selected']} of {f['acquired']} files "

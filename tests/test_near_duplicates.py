@@ -17,7 +17,7 @@ from pipeline import near_duplicates as N
 from pipeline import params as P
 from pipeline.instruments import infer
 from pipeline.near_duplicates import MIN_SHINGLES, NearIndex, NearKey, shingles, signatures, top_line
-from tests.test_prepare import _acquire, _params, _run
+from tests.test_prepare import _acquire, _params, _run, run_tables
 
 KEY = prepare.Config.from_params(P.parse({})).near  # params.yaml's
 
@@ -221,7 +221,7 @@ def test_the_outputs_do_not_depend_on_the_worker_count(tune, other_tune, third_t
              for k in range(1, 7)}
     files |= {"other.mid": other_tune.dumps_midi(), "third.mid": third_tune.dumps_midi()}
     _acquire(_folder(tmp_path, files), tmp_path, monkeypatch)
-    runs = [prepare.run(_params(prepare={"workers": w})) for w in (1, 2)]
+    runs = [run_tables(_params(prepare={"workers": w}), f"out{w}") for w in (1, 2)]
     for one, two in zip(runs[0][:3], runs[1][:3]):
         assert one.equals(two)
     assert runs[0][2].num_rows > 0 and runs[0][3] == runs[1][3]

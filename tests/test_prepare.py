@@ -2,6 +2,8 @@ import os
 import pickle
 import shutil
 import signal
+from functools import partial
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -31,8 +33,14 @@ def _params(filter_=None, **top):
                     **({"filter": filter_} if filter_ else {}), **top})
 
 
+def run_tables(p, out="data/prepared"):
+    """prepare.run into `out` (under the working directory): (selected, rejects, near) as read back, report."""
+    report = prepare.run(p, Path(out))
+    return (*(pq.read_table(Path(out) / f"{name}.parquet") for name in ("selected", "rejects", "near")), report)
+
+
 def _run(p):
-    selected, rejects, _, report = prepare.run(p)
+    selected, rejects, _, report = run_tables(p)
     return selected.to_pylist(), rejects.to_pylist(), report
 
 
@@ -252,3 +260,21 @@ def test_the_spill_gives_back_each_result_by_file_number(tmp_path):
         assert spill.get(3)["id"] == "c" and spill.get(1) == {"id": "b"}
     finally:
         spill.close()
+
+
+def test_outputs_merged_from_runs_on_disk_are_the_outputs_sorted_whole(midi_folder, tmp_path, monkeypatch):
+    """Outputs sorts selected and rejects rows on disk (ExternalSort) in runs of prepare.RUN_BYTES: runs of a
+    few hundred bytes gathered 3 rows at a time and read back 2 at a time, so every output is merged from many, give
+    the same tables and report as one run in memory."""
+    _acquire(midi_folder, tmp_path, monkeypatch)
+    p = _params({"instruments": ["all"], "mode": "tracks"})
+    whole = run_tables(p, "whole")
+    monkeypatch.setattr(prepare, "RUN_BYTES", 400)
+    monkeypatch.setattr(prepare, "ExternalSort", partial(prepare.ExternalSort, batch_rows=3, read_rows=2))
+    merged = run_tables(p, "merged")
+    assert pq.ParquetFile("merged/selected.parquet").num_row_groups > 2  # a table per RUN_BYTES: the merge ran
+    assert pq.ParquetFile("merged/rejects.parquet").num_row_groups > 1
+    assert whole[0].num_rows > 10 and whole[1].num_rows > 3
+    for one, two in zip(whole[:3], merged[:3]):
+        assert one.equals(two)
+    assert whole[3] == merged[3]

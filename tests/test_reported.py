@@ -13,7 +13,7 @@ from pipeline.dataset import Split, data_dir
 from pipeline.generate import to_midi
 from pipeline.instruments import RULES, infer, is_choral, is_voice_part
 from pipeline.midi import MidiError, parse, part_notes
-from tests.test_prepare import _acquire
+from tests.test_prepare import _acquire, run_tables
 
 REPORTED = Path(__file__).parent / "fixtures" / "reported"
 
@@ -46,9 +46,7 @@ def _stage_run(files: dict[str, bytes], tmp_path, monkeypatch, filter_=None, **r
     p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}}, "prepare": {"workers": 1},
                  "filter": filter_ or {"instruments": ["all"]}, "split": {"valid": 0, "test": 0.5},
                  "represent": represent})
-    selected, rejects, _, report = prepare.run(p)
-    (tmp_path / "data/prepared").mkdir(parents=True, exist_ok=True)
-    pq.write_table(selected, tmp_path / "data/prepared/selected.parquet")
+    selected, rejects, _, report = run_tables(p, tmp_path / "data/prepared")
     out = tmp_path / "data/processed" / p.represent.kind
     out.mkdir(parents=True, exist_ok=True)
     meta = convert.run(p, out)
@@ -194,7 +192,7 @@ def test_onsets_near_2_to_the_31_are_too_long(name, tmp_path, monkeypatch):
         (root_dir / k).write_bytes(v)
     _acquire(root_dir, tmp_path, monkeypatch)
     p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}}, "prepare": {"workers": 1}})
-    _, rejects, *_ = prepare.run(p)
+    _, rejects, *_ = run_tables(p)
     (r,) = [r for r in rejects.to_pylist() if r["id"] == f"local/{name}"]
     assert r["reason"] == "too_long" and r["notes"] == 6
 

@@ -4,7 +4,6 @@ notes the report's player schedules are the MIDI file's, in seconds."""
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 from matplotlib.image import imread
 from symusic import Score
@@ -192,9 +191,7 @@ def drums_only(midi_folder, tmp_path, monkeypatch):
     _acquire(midi_folder, tmp_path, monkeypatch)
     p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}}, "prepare": {"workers": 1},
                  "filter": {"instruments": ["drums"]}, "split": {"valid": 0.01, "test": 0.01}})
-    selected, *_ = prepare.run(p)
-    (tmp_path / "data/prepared").mkdir(parents=True)
-    pq.write_table(selected, tmp_path / "data/prepared/selected.parquet")
+    prepare.run(p, tmp_path / "data/prepared")
     out = tmp_path / "data/processed/pianoroll"
     out.mkdir(parents=True)
     convert.run(p, out).write(out / "meta.json")

@@ -7,14 +7,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from pipeline import baselines, convert, generate, prepare
+from pipeline import baselines, convert, generate
 from pipeline import params as P
 from pipeline.checkpoint import load_model
 from pipeline.dataset import Split, Windows, data_dir
 from pipeline.midi import parse
 from pipeline.model import Config, Seq2Seq
 from pipeline.pianoroll import Grid, densify, from_roll
-from tests.test_prepare import _acquire
+from tests.test_prepare import _acquire, run_tables
 
 
 def _process(midi_folder, tmp_path, monkeypatch, **represent):
@@ -22,9 +22,7 @@ def _process(midi_folder, tmp_path, monkeypatch, **represent):
     _acquire(midi_folder, tmp_path, monkeypatch)
     p = P.parse({"data": {"sources": ["local"], "local": {"path": "x"}}, "prepare": {"workers": 1},
                  "filter": {"instruments": ["all"]}, "split": {"valid": 0.2, "test": 0.2}, "represent": represent})
-    selected, *_ = prepare.run(p)
-    (tmp_path / "data/prepared").mkdir(parents=True)
-    pq.write_table(selected, tmp_path / "data/prepared/selected.parquet")
+    selected = run_tables(p, tmp_path / "data/prepared")[0]
     out = tmp_path / "data/processed" / p.represent.kind
     out.mkdir(parents=True)
     meta = convert.run(p, out)
