@@ -8,7 +8,8 @@ text event) so that no replica is skipped by the md5 dedupe and every one is par
   1. prepare.run, the whole stage (read shards, md5, parse + content hash + instrument filter in a process pool,
      dedupe and grouping), at 1/5, 1/2 and all of the corpus, each in a fresh process for its peak RSS;
   2. the same per-file work done with pretty_midi (parse, the same content hash, the same filter), over the
-     same worker count, on --baseline-files files (pretty_midi is too slow for all of them).
+     same worker count, on --baseline-files files (pretty_midi is too slow for all of them), before and after 1.;
+     the ratio is against their mean.
 """
 from __future__ import annotations
 
@@ -198,6 +199,10 @@ def main() -> None:
     blobs = corpus(args.files, args.near_copies, args.distinct_songs)
     print(f"corpus: {len(blobs)} byte-unique files ({sum(map(len, blobs)) / 1e6:.0f} MB) from the shared "
           f"Lakh and pop files; {args.workers} workers on {os.cpu_count()} cores")
+    sample = blobs[: args.baseline_files]
+    # the baseline before and after the stage's runs: this virtual machine's speed drifts by 10 to 25% over a
+    # run, and the mean of the two brackets the stage's time
+    before = files_per_second(pretty_midi_inspect, sample, args.workers)
     rates, peaks = {}, {}
     for n in sorted({args.files // 5, args.files // 2, args.files}):
         with tempfile.TemporaryDirectory() as tmp:
@@ -212,9 +217,10 @@ def main() -> None:
               f"each worker at most {r['worker_peak_rss_mb']:4.0f} MB  "
               f"(selected {r['selected']}; {r['reasons']}; near level {r['near']})")
 
-    sample = blobs[: args.baseline_files]
-    base = files_per_second(pretty_midi_inspect, sample, args.workers)
-    print(f"pretty_midi equivalent, {len(sample)} files: {base:7.1f} files/s")
+    after = files_per_second(pretty_midi_inspect, sample, args.workers)
+    base = (before + after) / 2
+    print(f"pretty_midi equivalent, {len(sample)} files: {base:7.1f} files/s (before the stage's runs {before:.1f}, "
+          f"after {after:.1f})")
     lo, hi = min(peaks), max(peaks)
     print(f"prepare_speed: {rates[args.files]:.0f} files/s at {args.files} files, {rates[args.files] / base:.0f}x the "
           f"pretty_midi equivalent; main process {peaks[lo]:.0f} -> {peaks[hi]:.0f} MB from {lo} to {hi} files "
