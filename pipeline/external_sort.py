@@ -2,8 +2,9 @@
 
 Rows are appended in any order. They are gathered into small Arrow tables; every `run_bytes` of them is sorted
 and written to a temporary file as Arrow IPC record batches (a sorted run). `tables()` then merges the runs,
-reading each a few hundred rows at a time, so the process holds about one run's worth of rows plus a few hundred
-rows a run, however many rows there are (Knuth, TAOCP vol. 3, 5.4: external sorting by merging sorted runs).
+reading each `read_rows` rows at a time and at most `fan_in` runs at once (more are first merged into longer
+runs), so the process holds about one run's worth of rows plus `fan_in` x `read_rows` rows however many rows there
+are (Knuth, TAOCP vol. 3, 5.4: external sorting by merging sorted runs).
 
 The order is the stable sort by `keys` ascending, nulls first, exactly as `pyarrow.compute.sort_indices` gives it
 over all rows at once (ties keep the order rows were appended in), so the result does not depend on `run_bytes`.

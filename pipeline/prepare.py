@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from itertools import combinations
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -354,6 +354,18 @@ class Spill:
 RUN_BYTES = 1 << 20  # output rows held before they go to disk as a sorted run (ExternalSort)
 
 
+def write_tables(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
+    """A Parquet file (zstd) of the tables in turn, a row group or more each, as they come; the schema's empty
+    table where there is none, so the file always has its columns."""
+    with pq.ParquetWriter(path, schema, compression="zstd") as w:
+        empty = True
+        for t in tables:
+            w.write_table(t)
+            empty = False
+        if empty:
+            w.write_table(schema.empty_table())
+
+
 class Outputs:
     """The stage's selected and rejects rows, each sorted on disk as it comes (ExternalSort: a bounded amount held
     here however large the corpus), and the report's counts, kept as rows are added (no table is held to count
@@ -405,13 +417,7 @@ class Outputs:
     def write(self, out: Path) -> None:
         """selected.parquet and rejects.parquet in `out`, sorted (a row group per ExternalSort table)."""
         for name, rows in (("selected", self.selected), ("rejects", self.rejects)):
-            with pq.ParquetWriter(out / f"{name}.parquet", rows.schema, compression="zstd") as w:
-                wrote = False
-                for t in rows.tables():
-                    w.write_table(t)
-                    wrote = True
-                if not wrote:
-                    w.write_table(rows.schema.empty_table())
+            write_tables(out / f"{name}.parquet", rows.schema, rows.tables())
 
     def close(self) -> None:
         self.selected.close()
@@ -519,12 +525,10 @@ def near_duplicates(index: NearIndex, rank: np.ndarray, live: np.ndarray, drop_a
 
 def write_pairs(path: Path, near: NearResult, ids: pa.ChunkedArray, chunk: int = 65_536) -> None:
     """near.parquet (NEAR): the joined pairs by id, written a chunk at a time (their ids made only there)."""
-    with pq.ParquetWriter(path, NEAR, compression="zstd") as w:
-        for lo in range(0, max(len(near.a), 1), chunk):
-            sl = slice(lo, lo + chunk)
-            w.write_table(pa.table([ids.take(pa.array(near.a[sl], pa.int64())),
-                                    ids.take(pa.array(near.b[sl], pa.int64())),
-                                    pa.array(near.pair_similarity[sl], pa.float64())], schema=NEAR))
+    write_tables(path, NEAR, (pa.table([ids.take(pa.array(near.a[lo:lo + chunk], pa.int64())),
+                                        ids.take(pa.array(near.b[lo:lo + chunk], pa.int64())),
+                                        pa.array(near.pair_similarity[lo:lo + chunk], pa.float64())], schema=NEAR)
+                              for lo in range(0, len(near.a), chunk)))
 
 
 def song_keys(files: pa.Table, by_title: bool, chunk: int = 4_096) -> pa.DictionaryArray:
