@@ -28,9 +28,13 @@ at 256 permutations and 85 bands, where Python's tempfile puts them: $TMPDIR) an
 its keys, sort them, pair the parts that share one, merge those candidates into the sorted set of distinct ones
 so far. A bucket of up to ALL_PAIRS_UP_TO parts gives all its pairs; a larger one (a song in many versions) a
 star round its earliest file's part, so candidates stay linear in the parts. Each distinct candidate is then
-checked once on its whole signatures, read through a mapping whose pages are dropped after each chunk. Memory
-peaks at one band's keys (about 40 bytes a part while sorted) plus 8 bytes a distinct candidate (datasketch's
-MinHashLSH keeps every band of every key in Python dicts: some hundreds of bytes per part per band).
+checked once on its whole signatures, read through a mapping whose pages are dropped after each chunk, and only
+the best pair of parts of each passing pair of files is kept. On a large corpus a band is taken in partitions
+by key value (PARTITION_PARTS parts each: a bucket never straddles two) and the candidates are held in as many
+slabs, so a band's sort and a merge hold one partition's or slab's arrays, not the whole band's: memory is
+about 45 bytes a part (a band's keys and their partition order, 18; the distinct candidates, 8 bytes each and
+some 3 a part) plus one partition's transients (datasketch's MinHashLSH keeps every band of every key in Python
+dicts: some hundreds of bytes per part per band).
 """
 from __future__ import annotations
 
@@ -64,6 +68,9 @@ NEAR_SIGNATURES = native.Native(
     "near_duplicates.signatures runs numpy and datasketch, the same signatures, about eleven times slower",
     "PIPELINE_NEAR_NATIVE")
 CHUNK = 2_048        # parts (or pairs) read from disk at a time: 2 MB of signatures each
+# parts of one band taken at a time (NearIndex.pairs): what the banding holds beyond about 45 bytes a part stays
+# that of this many parts however large the corpus (docs/benchmarks.md, "Prepare at scale")
+PARTITION_PARTS = 1 << 15
 
 
 @dataclass(frozen=True)
@@ -292,10 +299,12 @@ class NearIndex:
         keep = keep[np.argsort(owner[keep], kind="stable")]
         b, r = bands(self.key.threshold, self.key.num_perm)
         n = np.int64(self.parts)
-        seen, skipped = np.empty(0, np.int64), 0  # candidate pairs of parts so far, as codes i * n + j
+        slabs = -(-len(keep) // PARTITION_PARTS)  # a band's keys, and the candidates, taken in this many pieces
+        seen, skipped = _Candidates(self.parts, slabs), 0
         with _Signatures(self._file, self.parts, self.key.num_perm) as sigs, tempfile.TemporaryFile() as keys:
+            fetched = np.empty((2, CHUNK, self.key.num_perm), np.uint32)  # two chunks' rows, reused
             for lo in range(0, len(keep), CHUNK):
-                rows = sigs.rows(keep[lo:lo + CHUNK])
+                rows = sigs.rows(keep[lo:lo + CHUNK], fetched[0, :len(keep[lo:lo + CHUNK])])
                 folded = np.zeros((len(rows), b), np.uint64)
                 for c in range(r):  # the band's r values folded into one 64-bit key (wrapping), from strided views
                     folded *= np.uint64(0x9E37_79B9_7F4A_7C15)
@@ -305,27 +314,92 @@ class NearIndex:
                     keys.write(np.ascontiguousarray(folded[:, band]).tobytes())
             for band in tqdm(range(b), desc="near-duplicates", unit="band", mininterval=1):
                 keys.seek(band * len(keep) * 8)
-                i, j, crowded = _collisions(np.fromfile(keys, np.uint64, len(keep)), keep, owner)
-                skipped += crowded
-                # merged by sorting (np.union1d's hash-based unique is 100x slower on millions of codes), with
-                # timsort: `seen` is one sorted run it merges in linear time, where the default sort starts over
-                # (24 ms against 3 ms a band at 360,000 candidates; 2 s of 11 at 20,000 distinct files)
-                seen = sorted_unique(np.concatenate([seen, i * n + j]), runs=True)
-            found = []  # the candidates that pass, kept a chunk at a time: memory in the pairs, not the candidates
-            for lo in range(0, len(seen), CHUNK):  # each candidate checked once
-                i, j = seen[lo:lo + CHUNK] // n, seen[lo:lo + CHUNK] % n
-                x = (sigs.rows(i) == sigs.rows(j)).mean(1)
+                for part_keys, part_rows in _partitions(np.fromfile(keys, np.uint64, len(keep)), keep, slabs):
+                    i, j, crowded = _collisions(part_keys, part_rows, owner)
+                    skipped += crowded
+                    seen.add(i * n + j)
+            files = np.int64(owner.max()) + 1
+            found = []  # each chunk's passing pairs of files, the best pair of parts each: memory in the pairs
+            for codes in seen.chunks(CHUNK):  # each candidate checked once, in code order
+                i, j = codes // n, codes % n
+                x = (sigs.rows(i, fetched[0, :len(i)]) == sigs.rows(j, fetched[1, :len(j)])).mean(1)
                 ok = x >= self.key.threshold
-                found.append((i[ok], j[ok], x[ok]))
+                found.append(_best(_file_pairs(owner[i[ok]], owner[j[ok]], files), x[ok]))
             del seen
-        i, j, sim = (np.concatenate(c) for c in zip(*found)) if found else (empty, empty, np.empty(0))
-        a, bb = np.minimum(owner[i], owner[j]).astype(np.int64), np.maximum(owner[i], owner[j]).astype(np.int64)
-        # the best pair of parts per pair of files
-        order = np.lexsort((-sim, bb, a))
-        a, bb, sim = a[order], bb[order], sim[order]
-        first = np.ones(len(a), bool)
-        first[1:] = (a[1:] != a[:-1]) | (bb[1:] != bb[:-1])
-        return a[first], bb[first], sim[first], skipped
+        if not found:
+            return empty, empty, np.empty(0), skipped
+        pair, sim = (np.concatenate(c) for c in zip(*found))
+        del found
+        pair, sim = _best(pair, sim)  # the best pair of parts per pair of files, over the chunks
+        return pair // files, pair % files, sim, skipped
+
+
+def _file_pairs(fi: np.ndarray, fj: np.ndarray, files: np.int64) -> np.ndarray:
+    """Pairs of file numbers ((m,) each, fi != fj) as codes a * files + b with a < b: (m,) int64, whose order is
+    that of (a, b)."""
+    return np.minimum(fi, fj).astype(np.int64) * files + np.maximum(fi, fj)
+
+
+def _best(pair: np.ndarray, sim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct code of `pair` once, in ascending order, with its highest similarity: ((k,) int64, (k,))."""
+    order = np.lexsort((-sim, pair))
+    pair, sim = pair[order], sim[order]
+    first = np.ones(len(pair), bool)
+    first[1:] = pair[1:] != pair[:-1]
+    return pair[first], sim[first]
+
+
+def _partitions(keys: np.ndarray, rows: np.ndarray, pieces: int):
+    """One band's keys ((m,) uint64, keys[k] that of part rows[k]) in `pieces` partitions by key value, each as
+    (keys, rows) in the order given: every part sharing a key lies in one partition, with the others of its
+    bucket in their order, so _collisions finds the same candidates partition by partition as over the whole band,
+    holding a partition's transients, not the band's."""
+    if pieces <= 1:
+        yield keys, rows
+        return
+    piece = (keys % np.uint64(pieces)).astype(np.uint16 if pieces <= 1 << 16 else np.uint32)
+    order = np.argsort(piece, kind="stable")  # a radix sort for 16-bit values; stable: the given order kept
+    cuts = np.r_[0, np.cumsum(np.bincount(piece, minlength=pieces))]
+    del piece
+    for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+        if hi > lo:
+            at = order[lo:hi]
+            yield keys[at], rows[at]
+
+
+class _Candidates:
+    """The distinct candidate pairs of parts, as sorted codes i * n + j (i < j < n parts), in `slabs` slabs by i:
+    a band's candidates are merged slab by slab, so a merge holds one slab's codes twice, not all of them.
+
+    Merged by sorting (np.union1d's hash-based unique is 100x slower on millions of codes), with timsort: a slab
+    and the sorted new codes are two runs it merges in linear time, where the default sort starts over (24 ms
+    against 3 ms a band at 360,000 candidates; 2 s of 11 at 20,000 distinct files)."""
+
+    def __init__(self, n: int, slabs: int) -> None:
+        self.n = np.int64(n)
+        slabs = max(1, min(slabs, n))
+        width = -(-n // slabs)  # parts i of a slab
+        self.bounds = np.arange(1, slabs, dtype=np.int64) * width * self.n  # the codes that start slabs 1..
+        self.slabs = [np.empty(0, np.int64) for _ in range(slabs)]
+
+    def add(self, codes: np.ndarray) -> None:
+        """Merge codes ((m,) int64, any order, repeats allowed)."""
+        if not len(codes):
+            return
+        codes = np.sort(codes, kind="stable")  # timsort: _collisions gives its pairs in sorted runs
+        cuts = [0, *np.searchsorted(codes, self.bounds).tolist(), len(codes)]
+        for s, (lo, hi) in enumerate(zip(cuts[:-1], cuts[1:])):
+            if hi > lo:
+                self.slabs[s] = sorted_unique(np.concatenate([self.slabs[s], codes[lo:hi]]), runs=True)
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.slabs)
+
+    def chunks(self, size: int):
+        """The codes in ascending order, `size` at a time."""
+        for slab in self.slabs:
+            for lo in range(0, len(slab), size):
+                yield slab[lo:lo + size]
 
 
 class _Signatures:
@@ -337,9 +411,15 @@ class _Signatures:
         self._map = mmap.mmap(file.fileno(), parts * num_perm * 4, prot=mmap.PROT_READ)
         self._shape = (parts, num_perm)
 
-    def rows(self, index: np.ndarray) -> np.ndarray:
+    def rows(self, index: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The rows `index` ((m,) ints, each below the number of parts) as (m, num_perm) uint32: a copy, written
+        into `out` where given ((m, num_perm) uint32, contiguous), a buffer the caller reuses: a fresh array of
+        2 MB is a fresh mapping whose pages fault in on every fetch (0.3 s of the checks' 0.5 s at 20,000
+        distinct files, docs/benchmarks.md)."""
         view = np.frombuffer(self._map, np.uint32).reshape(self._shape)
-        out = view[index]  # a copy (fancy indexing)
+        # mode="clip" writes straight into `out` (numpy buffers `out` under the default "raise"); the indices are
+        # the index's own part numbers, never out of range
+        out = view[index] if out is None else np.take(view, index, axis=0, out=out, mode="clip")
         del view  # no export left, so the map can be advised and closed
         if hasattr(mmap, "MADV_DONTNEED"):  # POSIX; elsewhere the pages stay mapped (correct, just resident)
             self._map.madvise(mmap.MADV_DONTNEED)

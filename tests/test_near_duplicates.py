@@ -240,6 +240,32 @@ def test_a_large_bucket_centres_on_its_earliest_file_whatever_the_reading_order(
     assert set(a.tolist()) == {0} and sorted(b.tolist()) == list(range(1, n)) and (sim == 1.0).all()
 
 
+def test_the_banding_taken_in_partitions_finds_the_pairs_it_finds_whole(monkeypatch):
+    """A large corpus's bands and candidates are taken in pieces (PARTITION_PARTS): the same pairs, similarities
+    and crowded count as in one piece, with small buckets, stars (one song in 24 versions) and unrelated parts."""
+    rng = np.random.default_rng(7)
+    songs = rng.integers(0, 1 << 32, (30, KEY.num_perm), dtype=np.uint32)
+    index = NearIndex(KEY)
+    try:
+        for f in range(150):
+            song = songs[0] if f % 6 == 0 else songs[f % 30]  # song 0: 25 versions, a star in every band
+            version = song.copy()
+            changed = rng.random(KEY.num_perm) < rng.uniform(0.05, 0.6)  # some versions below the threshold
+            version[changed] = rng.integers(0, 1 << 32, int(changed.sum()), dtype=np.uint32)
+            unrelated = rng.integers(0, 1 << 32, (int(rng.integers(0, 3)), KEY.num_perm), dtype=np.uint32)
+            index.add(f, np.vstack([version, unrelated]))
+        live = rng.random(150) < 0.9
+        whole = index.pairs(live)
+        monkeypatch.setattr(N, "PARTITION_PARTS", 17)  # about 15 pieces
+        pieces = index.pairs(live)
+    finally:
+        index.close()
+    assert len(whole[0]) > 100 and (whole[1] > whole[0]).all()
+    for one, other in zip(whole[:3], pieces[:3]):
+        assert np.array_equal(one, other)
+    assert whole[3] == pieces[3]
+
+
 # ---- the signatures in C (near_signatures.c) against the reference (numpy and datasketch) ----------------------
 
 ROOT = Path(__file__).resolve().parents[1]
