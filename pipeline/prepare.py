@@ -15,8 +15,8 @@ import signal
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
-from functools import partial
+from dataclasses import dataclass
+from functools import cache, partial
 from itertools import combinations
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
@@ -287,9 +287,12 @@ def load_manifests(sources: list[str]) -> tuple[pa.Table, pa.Table]:
         d = RAW / s
         if not (d / "manifest.parquet").exists():
             raise FileNotFoundError(f"{d}/manifest.parquet is missing: run `dvc repro acquire@{s}` first")
-        files.append(_by_id(pq.ParquetFile(d / "manifest.parquet").read(columns=list(ROW_COLUMNS)).cast(schema)))
+        # without threads: each thread's mimalloc heap would keep its decoding buffers (release_freed_memory
+        # collects the calling thread's), and a manifest is read in milliseconds
+        files.append(_by_id(pq.ParquetFile(d / "manifest.parquet").read(columns=list(ROW_COLUMNS), use_threads=False)
+                            .cast(schema)))
         if (d / "skipped.parquet").exists():
-            t = pq.ParquetFile(d / "skipped.parquet").read()
+            t = pq.ParquetFile(d / "skipped.parquet").read(use_threads=False)
             skipped.append(pa.table([t.column(f.name).cast(f.type) if f.name in t.column_names
                                      else pa.nulls(t.num_rows, f.type) for f in REJECTS], schema=REJECTS))
     return (pa.concat_tables(files).combine_chunks() if files else schema.empty_table(),
@@ -351,7 +354,10 @@ class Spill:
         self._file.close()
 
 
-RUN_BYTES = 1 << 20  # output rows held before they go to disk as a sorted run (ExternalSort)
+# output rows held before they go to disk as a sorted run (ExternalSort). A quarter MiB: at 1 MiB the output
+# phase held about 5 MB more at 20,000 files than at 4,000 (the sort, merge and Parquet encoding of a run, each a
+# few copies of it), the same time (benchmarks/prepare_speed.py, docs/benchmarks.md)
+RUN_BYTES = 1 << 18
 
 
 def write_tables(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
@@ -445,9 +451,7 @@ def _inspect_all(p: P.Params, cfg: Config, files: pa.Table, parse_these: np.ndar
     def batches():
         for source in p.data.sources:
             mine = parse_these & pc.equal(files.column("source"), source).to_numpy(zero_copy_only=False)
-            numbers = np.flatnonzero(mine)
-            for b in iter_batches(RAW / source, where.filter(pa.array(mine))):
-                yield replace(b, rows=tuple(numbers[list(b.rows)].tolist()))
+            yield from iter_batches(RAW / source, where, np.flatnonzero(mine))  # rows: the file numbers
 
     work = imap(partial(inspect_batch, cfg=cfg), batches(), n_workers(p.prepare.workers), chunk=1,
                 on_crash=partial(_crashed_batch, cfg=cfg))
@@ -595,6 +599,7 @@ def run(p: P.Params, out: Path) -> dict:
     smf.warm()
     measures_native.library()
     files, skipped = load_manifests(p.data.sources)
+    release_freed_memory()  # the reader's decoding buffers (see there)
     n = files.num_rows
     ids = files.column("id")
     rank = np.empty(n, np.int64)
@@ -802,14 +807,35 @@ def use_system_allocator() -> None:
 
 
 def release_freed_memory() -> None:
-    """Hand the memory freed so far back to the system (glibc's malloc_trim(3)). A phase's numpy temporaries are
-    freed inside the heap, where a few live objects above them keep the pages resident, and the rest of the stage
-    then runs on top of them: trimmed after the near-duplicate level, the stage's peak is that level's, not that
-    level's plus what follows (benchmarks/prepare_speed.py, docs/benchmarks.md). Nothing happens where the C
-    library has no malloc_trim (musl, macOS)."""
+    """Hand the memory freed so far back to the system: the C heap's (glibc's malloc_trim(3)) and that of the
+    mimalloc heap pyarrow's Parquet reader decodes in (its `arrow_mi_collect`, mimalloc's mi_collect).
+
+    A phase's numpy temporaries are freed inside the heap, where a few live objects above them keep the pages
+    resident, and the rest of the stage then runs on top of them: trimmed after the near-duplicate level, the
+    stage's peak is that level's, not that level's plus what follows. The Parquet reader takes its decoding buffers
+    from Arrow's C++ default pool, mimalloc in pyarrow's wheels, which `pa.set_memory_pool` does not reach and
+    whose `release_unused` frees nothing there (measured): reading a manifest of 20,000 rows left 10 MB more
+    resident than one of 4,000 (benchmarks/prepare_speed.py, docs/benchmarks.md). Nothing happens where the C
+    library has no malloc_trim (musl, macOS) or pyarrow no mimalloc."""
     trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
     if trim is not None:
         trim(0)
+    collect = _mimalloc_collect()
+    if collect is not None:
+        collect(1)  # force: free the pages now, not after mimalloc's purge delay
+
+
+@cache
+def _mimalloc_collect():
+    """libarrow's exported mi_collect (Arrow builds mimalloc into libarrow with its symbols prefixed arrow_), or
+    None where this pyarrow has none."""
+    for folder in pa.get_library_dirs():
+        for path in sorted(Path(folder).glob("libarrow.*")):
+            try:
+                return ctypes.CDLL(str(path)).arrow_mi_collect
+            except (OSError, AttributeError):
+                continue
+    return None
 
 
 def main() -> None:

@@ -2,7 +2,10 @@ import hashlib
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -120,6 +123,15 @@ def test_batches_name_where_files_lie_and_read_back_exactly_the_wanted_ones(tmp_
     numbered = [(mixed[::-1][n]["id"], i) for b in batches for i, n in zip(b.ids, b.rows, strict=True)]
     assert all(a == b for a, b in numbered)
     assert sorted(i for _, i in numbered) == sorted(r["id"] for r in mixed if r["artifact"])
+    # chosen rows only (prepare's files to parse), by their row numbers in the whole table; artifacts in name
+    # order, each artifact's members in name order
+    chosen = np.array([n for n, r in enumerate(mixed[::-1]) if r["artifact"] and n % 5 != 1])
+    batches = list(iter_batches(tmp_path, pa.Table.from_pylist(mixed[::-1]), chosen))
+    assert sorted(n for b in batches for n in b.rows) == chosen.tolist()
+    assert all(mixed[::-1][n]["id"] == i for b in batches for i, n in zip(b.ids, b.rows, strict=True))
+    assert [Path(b.path).name for b in batches] == sorted(Path(b.path).name for b in batches)
+    for b in batches:
+        assert list(b.ids) == sorted(b.ids)
 
 
 def test_the_registry_lists_every_source_and_params_yaml_has_a_section_for_each():
