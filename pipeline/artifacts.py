@@ -52,14 +52,21 @@ def _as_table(rows: Rows) -> pa.Table:
 
 def iter_batches(raw_dir: Path, rows: Rows, chosen: np.ndarray | None = None) -> Iterator[Batch]:
     """Batches of the manifest rows that have an artifact, one artifact at a time in name order, each artifact's
-    files by member name. `chosen`: the row numbers to read ((k,) ints; every row where None). Each batch's `rows`
-    are its files' row numbers in `rows`.
+    files by member name. `chosen`: the row numbers to read ((k,) ints, ascending, each once; every row where
+    None). Each batch's `rows` are its files' row numbers in `rows`. Raises ValueError where `chosen` is not
+    ascending row numbers (a boolean mask would be read as rows 0 and 1).
 
     The table is never copied whole: it costs 16 bytes a row here (each row's artifact code and their order), and
     only one artifact's rows are taken out and held as Python strings at a time, so a web-scale manifest given as
     a table stays in Arrow's compact columns and the memory grows with the largest artifact, not the corpus."""
     rows = _as_table(rows)
-    numbers = np.arange(rows.num_rows, dtype=np.int64) if chosen is None else np.asarray(chosen, np.int64)
+    if chosen is not None:
+        chosen = np.asarray(chosen)
+        if chosen.dtype.kind not in "iu" or (chosen[1:] <= chosen[:-1]).any() or (
+                len(chosen) and not 0 <= chosen[0] <= chosen[-1] < rows.num_rows):
+            raise ValueError(f"iter_batches: `chosen` must be ascending row numbers of the {rows.num_rows} rows, "
+                             "each once")
+    numbers = np.arange(rows.num_rows, dtype=np.int64) if chosen is None else chosen.astype(np.int64)
     column = rows.column("artifact")
     encoded = pc.dictionary_encode(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
     names = encoded.dictionary.to_pylist()

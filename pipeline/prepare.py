@@ -828,14 +828,14 @@ def release_freed_memory() -> None:
 @cache
 def _mimalloc_collect():
     """libarrow's exported mi_collect (Arrow builds mimalloc into libarrow with its symbols prefixed arrow_), or
-    None where this pyarrow has none."""
-    for folder in pa.get_library_dirs():
-        for path in sorted(Path(folder).glob("libarrow.*")):
-            try:
-                return ctypes.CDLL(str(path)).arrow_mi_collect
-            except (OSError, AttributeError):
-                continue
-    return None
+    None where this pyarrow has none. Looked up through pyarrow's own extension module, already loaded, whose
+    dependencies dlsym searches: the libarrow this process uses, never a second one found on a path."""
+    try:
+        collect = ctypes.CDLL(pa.lib.__file__).arrow_mi_collect
+    except (OSError, AttributeError):
+        return None
+    collect.argtypes, collect.restype = [ctypes.c_bool], None
+    return collect
 
 
 def main() -> None:

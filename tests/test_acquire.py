@@ -132,6 +132,9 @@ def test_batches_name_where_files_lie_and_read_back_exactly_the_wanted_ones(tmp_
     assert [Path(b.path).name for b in batches] == sorted(Path(b.path).name for b in batches)
     for b in batches:
         assert list(b.ids) == sorted(b.ids)
+    for bad in (chosen[::-1], np.r_[chosen, chosen[-1]], np.ones(len(mixed), bool), np.array([len(mixed)])):
+        with pytest.raises(ValueError, match="ascending row numbers"):
+            list(iter_batches(tmp_path, pa.Table.from_pylist(mixed[::-1]), bad))
 
 
 def test_the_registry_lists_every_source_and_params_yaml_has_a_section_for_each():
