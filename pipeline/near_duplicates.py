@@ -304,7 +304,8 @@ class NearIndex:
         with _Signatures(self._file, self.parts, self.key.num_perm) as sigs, tempfile.TemporaryFile() as keys:
             fetched = np.empty((2, CHUNK, self.key.num_perm), np.uint32)  # two chunks' rows, reused
             for lo in range(0, len(keep), CHUNK):
-                rows = sigs.rows(keep[lo:lo + CHUNK], fetched[0, :len(keep[lo:lo + CHUNK])])
+                part = keep[lo:lo + CHUNK]
+                rows = sigs.rows(part, fetched[0, :len(part)])
                 folded = np.zeros((len(rows), b), np.uint64)
                 for c in range(r):  # the band's r values folded into one 64-bit key (wrapping), from strided views
                     folded *= np.uint64(0x9E37_79B9_7F4A_7C15)
@@ -380,10 +381,9 @@ class _Candidates:
     against 3 ms a band at 360,000 candidates; 2 s of 11 at 20,000 distinct files)."""
 
     def __init__(self, n: int, slabs: int) -> None:
-        self.n = np.int64(n)
         slabs = max(1, min(slabs, n))
         width = -(-n // slabs)  # parts i of a slab
-        self.bounds = np.arange(1, slabs, dtype=np.int64) * width * self.n  # the codes that start slabs 1..
+        self.bounds = np.arange(1, slabs, dtype=np.int64) * width * np.int64(n)  # the codes that start slabs 1..
         self.slabs = [np.empty(0, np.int64) for _ in range(slabs)]
         self._added: list[list[np.ndarray]] = [[] for _ in range(slabs)]  # each slab's codes not yet merged
 
@@ -404,9 +404,6 @@ class _Candidates:
                 self.slabs[s] = sorted_unique(np.concatenate([self.slabs[s], *added]), runs=True)
                 added.clear()
 
-    def __len__(self) -> int:
-        return sum(len(s) for s in self.slabs)
-
     def chunks(self, size: int):
         """The merged codes in ascending order, `size` at a time."""
         for slab in self.slabs:
@@ -423,15 +420,15 @@ class _Signatures:
         self._map = mmap.mmap(file.fileno(), parts * num_perm * 4, prot=mmap.PROT_READ)
         self._shape = (parts, num_perm)
 
-    def rows(self, index: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The rows `index` ((m,) ints, each below the number of parts) as (m, num_perm) uint32: a copy, written
-        into `out` where given ((m, num_perm) uint32, contiguous), a buffer the caller reuses: a fresh array of
+    def rows(self, index: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """The rows `index` ((m,) ints, each below the number of parts) as (m, num_perm) uint32, copied into
+        `out` ((m, num_perm) uint32, contiguous) and returned: a buffer the caller reuses, as a fresh array of
         2 MB is a fresh mapping whose pages fault in on every fetch (0.3 s of the checks' 0.5 s at 20,000
         distinct files, docs/benchmarks.md)."""
         view = np.frombuffer(self._map, np.uint32).reshape(self._shape)
         # mode="clip" writes straight into `out` (numpy buffers `out` under the default "raise"); the indices are
         # the index's own part numbers, never out of range
-        out = view[index] if out is None else np.take(view, index, axis=0, out=out, mode="clip")
+        np.take(view, index, axis=0, out=out, mode="clip")
         del view  # no export left, so the map can be advised and closed
         if hasattr(mmap, "MADV_DONTNEED"):  # POSIX; elsewhere the pages stay mapped (correct, just resident)
             self._map.madvise(mmap.MADV_DONTNEED)
